@@ -1,0 +1,3 @@
+module nbchat
+
+go 1.26
