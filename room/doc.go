@@ -1,0 +1,32 @@
+// Package room holds rooms, their members and the user registry, and fans
+// messages out. It knows nothing of sockets: a connection is a [Member]
+// whose Send queues a frame without blocking.
+//
+// # Sharding
+//
+// Rooms and users live in shards chosen by an FNV-1a hash of the name; the
+// shard count is a power of two. A shard is a mutex and a map; it is held
+// only to find, create or remove an entry, never while a room does work.
+//
+// # Locks
+//
+// The order is shard -> room. A room's lock covers its members, its seq and
+// the enqueueing of each broadcast to every member, so all members see a
+// room's messages in seq order. Member.Send only appends to the member's
+// queue; the socket write happens later on the connection's flusher, so no
+// room or shard lock is ever held across a system call.
+//
+// # Fan-out
+//
+// A broadcast is encoded once into a pooled [protocol.Frame]; the room
+// retains it once per member and each Send takes ownership of one reference.
+// Nothing is allocated per recipient.
+//
+// # Presence
+//
+// In rooms up to Config.PresenceLimit members, each join and leave is sent
+// to the other members at once. In bigger rooms, joins and leaves are
+// coalesced and sent at most once per Config.PresenceInterval, with at most
+// Config.PresenceNames names in each list, so a join storm costs about one
+// delivery per member per interval.
+package room

@@ -1,0 +1,272 @@
+package room
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"nbchat/protocol"
+)
+
+// Config configures a Hub. The zero value is valid: every field has a
+// default, applied by New.
+type Config struct {
+	// Shards is the number of room shards and of user shards, a power of
+	// two. Default 64.
+	Shards int
+	// PresenceLimit is the largest room whose joins and leaves are sent
+	// one by one; bigger rooms get coalesced presence. Default 200.
+	PresenceLimit int
+	// PresenceInterval is how often coalesced presence is sent. Default 1s.
+	PresenceInterval time.Duration
+	// PresenceNames caps each name list of a coalesced presence message.
+	// Default 50.
+	PresenceNames int
+	// JoinedNames caps the member names a joined reply carries. Default 200.
+	JoinedNames int
+	// OnBroadcast, if set, is called after each room broadcast with the
+	// number of recipients and how long enqueueing to them took.
+	OnBroadcast func(recipients int, d time.Duration)
+}
+
+func (c *Config) setDefaults() error {
+	if c.Shards == 0 {
+		c.Shards = 64
+	}
+	if c.Shards < 1 || c.Shards&(c.Shards-1) != 0 {
+		return errors.New("room: shard count must be a power of two")
+	}
+	if c.PresenceLimit == 0 {
+		c.PresenceLimit = 200
+	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = time.Second
+	}
+	if c.PresenceNames == 0 {
+		c.PresenceNames = 50
+	}
+	if c.JoinedNames == 0 {
+		c.JoinedNames = 200
+	}
+	return nil
+}
+
+// Hub is the set of rooms and the user registry.
+type Hub struct {
+	cfg   Config
+	mask  uint32
+	rooms []roomShard
+	users []userShard
+
+	// pmu guards pending, the rooms with coalesced presence to send.
+	pmu     sync.Mutex
+	pending []*Room
+
+	stop chan struct{}
+	done chan struct{}
+
+	roomCount  atomic.Int64
+	deliveries atomic.Uint64
+	messages   atomic.Uint64
+}
+
+type roomShard struct {
+	mu    sync.Mutex
+	rooms map[string]*Room
+	_     [40]byte // keeps neighbouring shards' locks off one cache line
+}
+
+type userShard struct {
+	mu    sync.RWMutex
+	users map[string]Member
+	_     [40]byte
+}
+
+// New returns a hub and starts its presence ticker; Close stops it.
+func New(cfg Config) (*Hub, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		cfg:   cfg,
+		mask:  uint32(cfg.Shards - 1),
+		rooms: make([]roomShard, cfg.Shards),
+		users: make([]userShard, cfg.Shards),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	for i := range h.rooms {
+		h.rooms[i].rooms = make(map[string]*Room)
+		h.users[i].users = make(map[string]Member)
+	}
+	go h.presenceLoop()
+	return h, nil
+}
+
+// Close stops the presence ticker.
+func (h *Hub) Close() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	<-h.done
+}
+
+// Stats are counters since the hub started.
+type Stats struct {
+	Rooms      int64  // rooms that exist now
+	Messages   uint64 // room messages and direct messages accepted
+	Deliveries uint64 // frames queued to members by broadcasts and DMs
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	return Stats{Rooms: h.roomCount.Load(), Messages: h.messages.Load(), Deliveries: h.deliveries.Load()}
+}
+
+// fnv32a hashes a name to pick its shard.
+func fnv32a[T ~string | ~[]byte](s T) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// Register claims name for m. It reports false if the name is taken.
+func (h *Hub) Register(name string, m Member) bool {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.users[name]; ok {
+		return false
+	}
+	s.users[name] = m
+	return true
+}
+
+// Unregister releases name if m holds it.
+func (h *Hub) Unregister(name string, m Member) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	if s.users[name] == m {
+		delete(s.users, name)
+	}
+	s.mu.Unlock()
+}
+
+// Lookup returns the member registered under name.
+func (h *Hub) Lookup(name []byte) (Member, bool) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.RLock()
+	m, ok := s.users[string(name)]
+	s.mu.RUnlock()
+	return m, ok
+}
+
+var errNoSuchUser = &protocol.Error{Code: protocol.CodeNoSuchUser, Message: "no user by that name is connected"}
+
+// DM sends text from one member to the member named to, and echoes it to
+// the sender; a DM to oneself arrives once.
+func (h *Hub) DM(from Member, to, text []byte) *protocol.Error {
+	target, ok := h.Lookup(to)
+	if !ok {
+		return errNoSuchUser
+	}
+	f := protocol.DM(from.Name(), target.Name(), text, time.Now().UnixMilli())
+	h.messages.Add(1)
+	if target == from {
+		h.deliveries.Add(1)
+		from.Send(f)
+		return nil
+	}
+	h.deliveries.Add(2)
+	f.Retain(1)
+	target.Send(f)
+	from.Send(f)
+	return nil
+}
+
+// Join adds m to the room called name, creating the room if needed, and
+// sends m a joined reply carrying ref. Joining a room m is already in
+// answers joined again and changes nothing.
+func (h *Hub) Join(m Member, name, ref []byte) *Room {
+	s := &h.rooms[fnv32a(name)&h.mask]
+	for {
+		s.mu.Lock()
+		r := s.rooms[string(name)]
+		if r == nil || r.gone.Load() {
+			r = newRoom(h, s, string(name))
+			s.rooms[r.name] = r
+			h.roomCount.Add(1)
+		}
+		s.mu.Unlock()
+		if r.join(m, ref) {
+			return r
+		}
+		// The room emptied and went away between the lookup and the join.
+	}
+}
+
+// remove drops r from its shard once it has emptied.
+func (h *Hub) remove(r *Room) {
+	s := r.shard
+	s.mu.Lock()
+	if s.rooms[r.name] == r {
+		delete(s.rooms, r.name)
+		h.roomCount.Add(-1)
+	}
+	s.mu.Unlock()
+}
+
+// Find returns the room called name, or nil.
+func (h *Hub) Find(name []byte) *Room {
+	s := &h.rooms[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	r := s.rooms[string(name)]
+	s.mu.Unlock()
+	if r == nil || r.gone.Load() {
+		return nil
+	}
+	return r
+}
+
+// maxRoomsListed caps a rooms reply.
+const maxRoomsListed = 100
+
+type roomCount struct {
+	name  string
+	count int
+}
+
+// Rooms sends m the busiest rooms with their member counts, busiest first.
+func (h *Hub) Rooms(m Member, ref []byte) {
+	var list []roomCount
+	for i := range h.rooms {
+		s := &h.rooms[i]
+		s.mu.Lock()
+		for name, r := range s.rooms {
+			list = append(list, roomCount{name, int(r.count.Load())})
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(list, func(a, b roomCount) int {
+		if c := cmp.Compare(b.count, a.count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.name, b.name)
+	})
+	list = list[:min(len(list), maxRoomsListed)]
+	m.Send(protocol.Rooms(ref, func(yield func(string, int) bool) {
+		for _, rc := range list {
+			if !yield(rc.name, rc.count) {
+				return
+			}
+		}
+	}))
+}

@@ -1,0 +1,229 @@
+package room
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/btree"
+
+	"nbchat/protocol"
+)
+
+// Room is a named group of members with its own message sequence.
+type Room struct {
+	// Immutable after creation.
+	name  string
+	hub   *Hub
+	shard *roomShard
+
+	// gone is set, under mu, when the room empties; the hub then drops it
+	// and a later join creates a new room under the same name.
+	gone atomic.Bool
+	// count mirrors len(members) for readers that do not take mu.
+	count atomic.Int32
+
+	// mu guards the fields below and orders broadcasts.
+	mu      sync.Mutex
+	members []Member       // fan-out order
+	index   map[Member]int // position of each member in members
+	names   *btree.BTreeG[string]
+	seq     uint64
+
+	// Coalesced presence waiting for the next tick (big rooms only).
+	joined, left   []string
+	presenceQueued bool
+}
+
+func newRoom(h *Hub, s *roomShard, name string) *Room {
+	return &Room{
+		name:  name,
+		hub:   h,
+		shard: s,
+		index: make(map[Member]int),
+		names: btree.NewG(16, func(a, b string) bool { return a < b }),
+	}
+}
+
+// Name returns the room's name.
+func (r *Room) Name() string { return r.name }
+
+// Count returns the number of members.
+func (r *Room) Count() int { return int(r.count.Load()) }
+
+// join adds m and replies; it reports false if the room is gone.
+func (r *Room) join(m Member, ref []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone.Load() {
+		return false
+	}
+	if _, ok := r.index[m]; !ok {
+		r.index[m] = len(r.members)
+		r.members = append(r.members, m)
+		r.names.ReplaceOrInsert(m.Name())
+		r.count.Store(int32(len(r.members)))
+		r.presenceLocked(m, protocol.EventJoin)
+	}
+	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.seq))
+	return true
+}
+
+// Leave removes m and sends it a left reply carrying ref. It reports false
+// if m was not a member.
+func (r *Room) Leave(m Member, ref []byte) bool {
+	if !r.remove(m) {
+		return false
+	}
+	m.Send(protocol.Left(ref, r.name))
+	return true
+}
+
+// Drop removes m without a reply, as when its connection closes.
+func (r *Room) Drop(m Member) { r.remove(m) }
+
+func (r *Room) remove(m Member) bool {
+	r.mu.Lock()
+	i, ok := r.index[m]
+	if !ok {
+		r.mu.Unlock()
+		return false
+	}
+	last := len(r.members) - 1
+	moved := r.members[last]
+	r.members[i] = moved
+	r.index[moved] = i
+	r.members[last] = nil
+	r.members = r.members[:last]
+	delete(r.index, m)
+	r.names.Delete(m.Name())
+	r.count.Store(int32(len(r.members)))
+	empty := len(r.members) == 0
+	if empty {
+		r.gone.Store(true)
+	} else {
+		r.presenceLocked(m, protocol.EventLeave)
+	}
+	r.mu.Unlock()
+	if empty {
+		r.hub.remove(r)
+	}
+	return true
+}
+
+var errNotMember = &protocol.Error{Code: protocol.CodeNotMember, Message: "not a member of that room"}
+
+// Publish sends text from m to every member, m included, with the room's
+// next seq.
+func (r *Room) Publish(m Member, text []byte) *protocol.Error {
+	ts := time.Now().UnixMilli()
+	r.mu.Lock()
+	if _, ok := r.index[m]; !ok {
+		r.mu.Unlock()
+		return errNotMember
+	}
+	r.seq++
+	r.broadcastLocked(protocol.Msg(r.name, m.Name(), text, r.seq, ts))
+	r.mu.Unlock()
+	r.hub.messages.Add(1)
+	return nil
+}
+
+// broadcastLocked queues f to every member and releases the caller's
+// reference. r.mu must be held: it is what keeps every member's queue in
+// seq order.
+func (r *Room) broadcastLocked(f *protocol.Frame) {
+	start := time.Now()
+	n := len(r.members)
+	f.Retain(n)
+	for _, m := range r.members {
+		m.Send(f)
+	}
+	f.Release()
+	r.hub.deliveries.Add(uint64(n))
+	if r.hub.cfg.OnBroadcast != nil {
+		r.hub.cfg.OnBroadcast(n, time.Since(start))
+	}
+}
+
+// broadcastExceptLocked is broadcastLocked without one member.
+func (r *Room) broadcastExceptLocked(f *protocol.Frame, skip Member) {
+	n := len(r.members)
+	if _, ok := r.index[skip]; ok {
+		n--
+	}
+	f.Retain(n)
+	for _, m := range r.members {
+		if m != skip {
+			m.Send(f)
+		}
+	}
+	f.Release()
+	r.hub.deliveries.Add(uint64(n))
+}
+
+// Members sends m one page of the member list in name order, starting
+// after the name after.
+func (r *Room) Members(m Member, after []byte, limit int, ref []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := func(yield func(string) bool) {
+		n := 0
+		r.names.AscendGreaterOrEqual(string(after), func(name string) bool {
+			if name == string(after) {
+				return true
+			}
+			n++
+			return n <= limit && yield(name)
+		})
+	}
+	m.Send(protocol.Members(ref, r.name, len(r.members), names))
+}
+
+// firstNames yields up to n member names in name order. r.mu must be held
+// while the result is used.
+func (r *Room) firstNames(n int) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		i := 0
+		r.names.Ascend(func(name string) bool {
+			i++
+			return i <= n && yield(name)
+		})
+	}
+}
+
+// presenceLocked tells the other members that m joined or left: at once in
+// a small room, at the next tick in a big one. r.mu must be held.
+func (r *Room) presenceLocked(m Member, event string) {
+	cfg := &r.hub.cfg
+	if len(r.members) <= cfg.PresenceLimit && !r.presenceQueued {
+		r.broadcastExceptLocked(protocol.PresenceEvent(r.name, event, m.Name(), len(r.members)), m)
+		return
+	}
+	list := &r.joined
+	if event == protocol.EventLeave {
+		list = &r.left
+	}
+	if len(*list) < cfg.PresenceNames {
+		*list = append(*list, m.Name())
+	}
+	if !r.presenceQueued {
+		r.presenceQueued = true
+		r.hub.queuePresence(r)
+	}
+}
+
+// flushPresence sends the coalesced presence gathered since the last tick.
+func (r *Room) flushPresence() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.presenceQueued = false
+	if r.gone.Load() {
+		r.joined, r.left = r.joined[:0], r.left[:0]
+		return
+	}
+	r.broadcastLocked(protocol.PresenceBatch(r.name, r.joined, r.left, len(r.members)))
+	clear(r.joined)
+	clear(r.left)
+	r.joined, r.left = r.joined[:0], r.left[:0]
+}
