@@ -201,9 +201,13 @@ func (h *Hub) Join(m Member, name, ref []byte) *Room {
 		s.mu.Lock()
 		r := s.rooms[string(name)]
 		if r == nil || r.gone.Load() {
+			if r == nil {
+				// A gone room still in the map is replaced, not added:
+				// its remove then finds another room and counts nothing.
+				h.roomCount.Add(1)
+			}
 			r = newRoom(h, s, string(name))
 			s.rooms[r.name] = r
-			h.roomCount.Add(1)
 		}
 		s.mu.Unlock()
 		if r.join(m, ref) {

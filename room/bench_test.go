@@ -1,0 +1,61 @@
+package room
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkBroadcast publishes into rooms of counting members. The timer
+// covers encoding the message once and enqueueing it to every member (a
+// Retain, a Send and the member's Release); socket writes are not part of
+// it. ns/recipient is the time per op spread over the members.
+func BenchmarkBroadcast(b *testing.B) {
+	text := []byte("a typical chat line of some sixty bytes, give or take a few.")
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			h := newHub(b, Config{})
+			r, ms := fill(h, "bench", n)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				r.Publish(ms[0], text)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/recipient")
+		})
+	}
+}
+
+// BenchmarkJoinLeave joins a room and leaves it again. With others=0 the
+// room is created and removed every time; otherwise the others get a
+// presence event for each join and each leave.
+func BenchmarkJoinLeave(b *testing.B) {
+	for _, n := range []int{0, 100} {
+		b.Run(fmt.Sprintf("others=%d", n), func(b *testing.B) {
+			h := newHub(b, Config{JoinedNames: 20})
+			fill(h, "bench", n)
+			m := &countMember{name: "joiner"}
+			name := []byte("bench")
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Join(m, name, nil).Leave(m, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkDM sends a direct message to another member; the timer covers
+// the lookup, encoding and enqueueing to both target and sender.
+func BenchmarkDM(b *testing.B) {
+	h := newHub(b, Config{})
+	from, to := &countMember{name: "alice"}, &countMember{name: "bob"}
+	h.Register(from.name, from)
+	h.Register(to.name, to)
+	target, text := []byte("bob"), []byte("see you at eight")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		if err := h.DM(from, target, text); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
