@@ -65,8 +65,9 @@ type Hub struct {
 	pmu     sync.Mutex
 	pending []*Room
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 
 	roomCount  atomic.Int64
 	deliveries atomic.Uint64
@@ -106,13 +107,9 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-// Close stops the presence ticker.
+// Close stops the presence ticker. It may be called more than once.
 func (h *Hub) Close() {
-	select {
-	case <-h.stop:
-	default:
-		close(h.stop)
-	}
+	h.closeOnce.Do(func() { close(h.stop) })
 	<-h.done
 }
 
@@ -255,7 +252,9 @@ func (h *Hub) Rooms(m Member, ref []byte) {
 		s := &h.rooms[i]
 		s.mu.Lock()
 		for name, r := range s.rooms {
-			list = append(list, roomCount{name, int(r.count.Load())})
+			if n := int(r.count.Load()); n > 0 {
+				list = append(list, roomCount{name, n})
+			}
 		}
 		s.mu.Unlock()
 	}

@@ -1,0 +1,394 @@
+package loop
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+
+	"nbchat/protocol"
+	"nbchat/room"
+)
+
+// conn is one upgraded WebSocket connection. It is nbio's session for the
+// socket (nbhttp.ParserCloser) and a room.Member.
+type conn struct {
+	// Immutable after the upgrade.
+	srv  *Server
+	nbc  *nbio.Conn
+	name string
+	fl   *flusher
+
+	// lastRead is the janitor tick at which data last arrived; pinged
+	// records that a ping went out since then.
+	lastRead atomic.Int64
+	pinged   atomic.Bool
+	// unsent counts bytes handed to nbio that the kernel has not taken yet
+	// (nbio reports writes through OnWrittenSize).
+	unsent atomic.Int64
+
+	// hmu serializes request handling (the poller) with the close path.
+	hmu     sync.Mutex
+	dec     decoder
+	req     protocol.Request
+	rooms   []*room.Room
+	limiter tokenBucket
+	cleaned bool
+
+	// qmu guards the outbound queue and the close state.
+	qmu     sync.Mutex
+	queue   []*protocol.Frame
+	queued  int  // bytes in queue
+	dirty   bool // on the flusher's ready list
+	closing bool // a close frame is queued or sent: accept no more frames
+	// closeAfterFlush closes the socket once the queue is written (the
+	// peer started the close, so no answer is awaited).
+	closeAfterFlush bool
+	closeBy         int64 // janitor tick after which the socket is closed
+	closeReason     closeReason
+}
+
+// Name implements room.Member.
+func (c *conn) Name() string { return c.name }
+
+// Send implements room.Member: it queues f, taking over one reference.
+func (c *conn) Send(f *protocol.Frame) {
+	n := len(f.Bytes())
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		f.Release()
+		return
+	}
+	if c.queued+int(c.unsent.Load())+n > c.srv.cfg.MaxPending {
+		c.qmu.Unlock()
+		f.Release()
+		c.close(reasonSlowConsumer)
+		return
+	}
+	c.enqueueLocked(f, n)
+	c.qmu.Unlock()
+}
+
+// enqueueLocked appends f and schedules a flush. c.qmu must be held.
+func (c *conn) enqueueLocked(f *protocol.Frame, n int) {
+	c.queue = append(c.queue, f)
+	c.queued += n
+	if !c.dirty {
+		c.dirty = true
+		// fl.mu nests inside qmu; the flusher never takes qmu under fl.mu.
+		c.fl.add(c)
+	}
+}
+
+// flush writes everything queued in one write. It runs on c's flusher.
+func (c *conn) flush(fl *flusher) {
+	c.qmu.Lock()
+	fl.frames = append(fl.frames[:0], c.queue...)
+	clear(c.queue)
+	if cap(c.queue) > 64 {
+		c.queue = nil // a burst is over; keep idle connections small
+	} else {
+		c.queue = c.queue[:0]
+	}
+	c.queued = 0
+	c.dirty = false
+	closeAfter := c.closeAfterFlush
+	c.qmu.Unlock()
+
+	buf := fl.buf[:0]
+	for i, f := range fl.frames {
+		buf = append(buf, f.Bytes()...)
+		f.Release()
+		fl.frames[i] = nil
+	}
+	fl.buf = buf
+	if len(buf) > 0 {
+		c.unsent.Add(int64(len(buf)))
+		// nbio copies whatever the kernel does not take, so buf is free
+		// again when Write returns.
+		if _, err := c.nbc.Write(buf); err == nil {
+			c.srv.m.bytesOut.Add(uint64(len(buf)))
+		}
+	}
+	if closeAfter {
+		_ = c.nbc.Close()
+	}
+}
+
+// close starts a server-side close with the code and reason of why. It is
+// safe from any goroutine and does nothing if a close is under way.
+func (c *conn) close(why closeReason) {
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closeReason = why
+	c.closeBy = c.srv.tick.Load() + int64(c.srv.cfg.CloseGrace/tickInterval) + 1
+	f := protocol.Close(why.code, why.reason)
+	c.enqueueLocked(f, len(f.Bytes()))
+	c.qmu.Unlock()
+}
+
+// closeNow closes the socket at once, as after the peer answered our close.
+func (c *conn) closeNow() { _ = c.nbc.Close() }
+
+// UnderlayerConn implements nbhttp.ParserCloser.
+func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+
+// Parse implements nbhttp.ParserCloser: nbio's poller calls it with each
+// chunk read from the socket.
+func (c *conn) Parse(data []byte) error {
+	c.lastRead.Store(c.srv.tick.Load())
+	c.pinged.Store(false)
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.cleaned {
+		return nil
+	}
+	if err := c.dec.feed(data, c); err != nil {
+		why := protocolReason(CloseProtocolError, "protocol error")
+		if pe, ok := err.(*ProtocolError); ok {
+			why = protocolReason(pe.Code, pe.Reason)
+		}
+		c.close(why)
+	}
+	return nil
+}
+
+// CloseAndClean implements nbhttp.ParserCloser; nbio calls it once the
+// socket is closed. It leaves every room, frees the name and drops queued
+// frames.
+func (c *conn) CloseAndClean(err error) {
+	c.hmu.Lock()
+	if c.cleaned {
+		c.hmu.Unlock()
+		return
+	}
+	c.cleaned = true
+	for i, r := range c.rooms {
+		r.Drop(c)
+		c.rooms[i] = nil
+	}
+	c.rooms = nil
+	c.dec.release()
+	c.hmu.Unlock()
+
+	c.qmu.Lock()
+	c.closing = true
+	why := c.closeReason
+	for i, f := range c.queue {
+		f.Release()
+		c.queue[i] = nil
+	}
+	c.queue, c.queued = nil, 0
+	c.qmu.Unlock()
+
+	if why.code == 0 {
+		why = reasonFromError(err)
+	}
+	c.srv.hub.Unregister(c.name, c)
+	c.srv.conns.remove(c)
+	c.srv.m.closed(why)
+}
+
+// Decoder callbacks; they run under c.hmu inside Parse.
+
+func (c *conn) onMessage(text, compressed bool, payload []byte) {
+	if c.isClosing() {
+		return
+	}
+	c.srv.m.messagesIn.Add(1)
+	if !text || compressed {
+		c.replyError(nil, protocol.ErrBinary)
+		return
+	}
+	if !c.limiter.allow(c.srv.tick.Load(), &c.srv.cfg) {
+		c.onRateLimited()
+		return
+	}
+	r := &c.req
+	if err := r.Decode(payload, c.srv.cfg.MaxText); err != nil {
+		c.replyError(r.ID, err)
+		return
+	}
+	c.handle(r)
+}
+
+func (c *conn) onPing(payload []byte) {
+	c.Send(protocol.NewFrame(protocol.OpPong, payload))
+}
+
+func (c *conn) onPong([]byte) {}
+
+func (c *conn) onClose(code int, reason []byte) {
+	c.qmu.Lock()
+	if c.closing {
+		// The peer answered our close: the handshake is complete.
+		c.qmu.Unlock()
+		c.closeNow()
+		return
+	}
+	c.closing = true
+	c.closeAfterFlush = true
+	c.closeReason = reasonPeer
+	echo := code
+	if code == CloseNoStatus {
+		echo = CloseNormal
+	}
+	f := protocol.Close(echo, "")
+	c.enqueueLocked(f, len(f.Bytes()))
+	c.qmu.Unlock()
+}
+
+func (c *conn) isClosing() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return c.closing
+}
+
+func (c *conn) replyError(ref []byte, e *protocol.Error) {
+	c.srv.m.errorFor(e.Code).Inc()
+	c.Send(protocol.Err(ref, e))
+}
+
+// handle serves one valid request. c.hmu is held.
+func (c *conn) handle(r *protocol.Request) {
+	switch r.Type {
+	case protocol.TypeJoin:
+		c.join(r.Room, r.ID)
+	case protocol.TypeLeave:
+		i := c.roomIndex(r.Room)
+		if i < 0 {
+			c.replyError(r.ID, errNotMember)
+			return
+		}
+		c.rooms[i].Leave(c, r.ID)
+		last := len(c.rooms) - 1
+		c.rooms[i] = c.rooms[last]
+		c.rooms[last] = nil
+		c.rooms = c.rooms[:last]
+	case protocol.TypeMsg:
+		i := c.roomIndex(r.Room)
+		if i < 0 {
+			c.replyError(r.ID, errNotMember)
+			return
+		}
+		if err := c.rooms[i].Publish(c, r.Text); err != nil {
+			c.replyError(r.ID, err)
+		}
+	case protocol.TypeDM:
+		if err := c.srv.hub.DM(c, r.To, r.Text); err != nil {
+			c.replyError(r.ID, err)
+		}
+	case protocol.TypeMembers:
+		rm := c.srv.hub.Find(r.Room)
+		if rm == nil {
+			c.Send(protocol.Members(r.ID, string(r.Room), 0, nil))
+			return
+		}
+		rm.Members(c, r.After, r.Limit, r.ID)
+	case protocol.TypeRooms:
+		c.srv.hub.Rooms(c, r.ID)
+	case protocol.TypePing:
+		c.Send(protocol.Pong(r.ID))
+	}
+}
+
+var (
+	errNotMember   = &protocol.Error{Code: protocol.CodeNotMember, Message: "not a member of that room"}
+	errTooManyRoom = &protocol.Error{Code: protocol.CodeTooMany, Message: "in too many rooms"}
+	errRateLimited = &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many messages; slow down"}
+)
+
+// join puts c in the room called name. c.hmu is held.
+func (c *conn) join(name, ref []byte) {
+	if i := c.roomIndex(name); i >= 0 {
+		c.srv.hub.Join(c, name, ref) // answers joined again, changes nothing
+		return
+	}
+	if len(c.rooms) >= c.srv.cfg.MaxRoomsPerConn {
+		c.replyError(ref, errTooManyRoom)
+		return
+	}
+	c.rooms = append(c.rooms, c.srv.hub.Join(c, name, ref))
+}
+
+// roomIndex finds the room called name among c's rooms. c.hmu is held.
+func (c *conn) roomIndex(name []byte) int {
+	for i, r := range c.rooms {
+		if r.Name() == string(name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// onRateLimited answers a message over the rate limit, and closes a
+// connection that keeps flooding.
+func (c *conn) onRateLimited() {
+	c.srv.m.rateLimited.Inc()
+	if c.limiter.strike() > c.srv.cfg.RateStrikes {
+		c.close(reasonFlood)
+		return
+	}
+	c.replyError(nil, errRateLimited)
+}
+
+// tokenBucket limits a connection's messages per second. It runs on the
+// coarse janitor clock, so it costs no clock read per message.
+type tokenBucket struct {
+	tokens  float64
+	last    int64 // tick of the last refill
+	strikes int   // refused messages since the bucket last had room
+	started bool
+}
+
+func (b *tokenBucket) allow(tick int64, cfg *Config) bool {
+	if cfg.RateLimit <= 0 {
+		return true
+	}
+	if !b.started {
+		b.started, b.tokens, b.last = true, float64(cfg.RateBurst), tick
+	}
+	if tick > b.last {
+		b.tokens += float64(tick-b.last) * cfg.RateLimit * tickInterval.Seconds()
+		b.tokens = min(b.tokens, float64(cfg.RateBurst))
+		b.last = tick
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		b.strikes = 0
+		return true
+	}
+	return false
+}
+
+func (b *tokenBucket) strike() int { b.strikes++; return b.strikes }
+
+// janitorCheck runs on the janitor each tick: it finishes overdue closes,
+// pings quiet peers and closes dead ones.
+func (c *conn) janitorCheck(now int64) {
+	c.qmu.Lock()
+	closing, closeBy := c.closing, c.closeBy
+	c.qmu.Unlock()
+	if closing {
+		if closeBy != 0 && now >= closeBy {
+			c.closeNow()
+		}
+		return
+	}
+	idle := time.Duration(now-c.lastRead.Load()) * tickInterval
+	cfg := &c.srv.cfg
+	switch {
+	case cfg.IdleTimeout > 0 && idle >= cfg.IdleTimeout:
+		c.close(reasonIdle)
+	case cfg.PingInterval > 0 && idle >= cfg.PingInterval && !c.pinged.Load():
+		c.pinged.Store(true)
+		c.Send(protocol.NewFrame(protocol.OpPing, nil))
+	}
+}

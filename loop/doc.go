@@ -1,0 +1,44 @@
+// Package loop is nbchat's network layer: one nbio reactor serving the chat
+// page, the WebSocket endpoint, /healthz and /metrics on one port, with no
+// goroutine per connection.
+//
+// # Goroutines
+//
+//   - nbio's pollers (one per core) read sockets. For an upgraded connection
+//     they call conn.Parse, which decodes frames with loop's own strict
+//     decoder and handles each request inline: requests only enqueue frames,
+//     they never block.
+//   - nbio's executor runs HTTP handlers, so the upgrade runs there, and
+//     conn.CloseAndClean after a socket closes.
+//   - One flusher per core writes queued frames: a connection that has
+//     frames queued is put on its flusher's list once; the flusher copies
+//     all its queued frames into one buffer and makes one write, so under
+//     load the batch grows instead of the number of system calls. Spreading
+//     connections over flushers spreads a big room's writes over the cores.
+//   - One janitor sends pings, closes idle connections, and finishes closes
+//     whose peer never answered.
+//
+// # Buffers
+//
+// Payloads passed to the decoder's callbacks point into nbio's read buffer
+// (or the decoder's reassembly buffer) and are invalid once Parse returns;
+// the request decoder unescapes strings in place. Anything kept — a name,
+// a room name — is copied. Outbound frames are pooled and reference-counted
+// (protocol.Frame); a connection's queue holds references until its flusher
+// has handed the bytes to nbio, which copies whatever the kernel does not
+// take at once.
+//
+// # Closing
+//
+// A close the server starts (protocol error, slow consumer, idle, shutdown)
+// queues a close frame, stops accepting frames for the connection, and
+// closes the socket when the peer answers or after a grace period. A close
+// the peer starts is answered with a close frame and the socket is closed
+// once it is written.
+//
+// # Locks
+//
+// conn.hmu serializes request handling with the close path; it is taken
+// before any room lock. conn.qmu guards the outbound queue and is innermost:
+// rooms take it (through Send) while holding their own lock.
+package loop

@@ -1,0 +1,99 @@
+package loop
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"nbchat/protocol"
+	"nbchat/room"
+)
+
+// metrics are the server's Prometheus series. Hot-path counts are plain
+// atomics read at scrape time, so counting costs one atomic add.
+type metrics struct {
+	reg *prometheus.Registry
+
+	messagesIn atomic.Uint64
+	bytesOut   atomic.Uint64
+
+	errors      *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+	handshakes  *prometheus.CounterVec
+	rateLimited prometheus.Counter
+	fanout      prometheus.Histogram
+
+	// errorCounters caches one child per error code, so counting an error
+	// does no label lookup.
+	errorCounters sync.Map // protocol.Code -> prometheus.Counter
+}
+
+func newMetrics(conns func() int, hub func() room.Stats) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	const ns = "nbchat"
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "errors_total", Help: "Error replies sent, by error code.",
+	}, []string{"code"})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "closes_total", Help: "Closed WebSocket connections, by reason.",
+	}, []string{"reason"})
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "handshakes_total", Help: "WebSocket upgrade requests, by HTTP status answered.",
+	}, []string{"status"})
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "rate_limited_total", Help: "Messages refused by the per-connection rate limit.",
+	})
+	m.fanout = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "broadcast_fanout_seconds",
+		Help:    "Time to encode and queue one room broadcast to every member.",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+	})
+	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.fanout,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "connections", Help: "Open WebSocket connections.",
+		}, func() float64 { return float64(conns()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Name: "rooms", Help: "Rooms with at least one member.",
+		}, func() float64 { return float64(hub().Rooms) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "messages_in_total", Help: "WebSocket messages received from clients.",
+		}, func() float64 { return float64(m.messagesIn.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "chat_messages_total", Help: "Room and direct messages accepted.",
+		}, func() float64 { return float64(hub().Messages) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "deliveries_total", Help: "Frames queued to recipients by broadcasts and direct messages.",
+		}, func() float64 { return float64(hub().Deliveries) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "bytes_out_total", Help: "Bytes handed to sockets for WebSocket connections.",
+		}, func() float64 { return float64(m.bytesOut.Load()) }),
+	)
+	for _, l := range []string{"slow_consumer", "rate_limit", "idle", "shutdown", "peer", "eof", "error", "protocol_error", "invalid_payload", "too_big", "internal"} {
+		m.closes.WithLabelValues(l)
+	}
+	return m
+}
+
+func (m *metrics) errorFor(code protocol.Code) prometheus.Counter {
+	if c, ok := m.errorCounters.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.errors.WithLabelValues(string(code))
+	m.errorCounters.Store(code, c)
+	return c
+}
+
+func (m *metrics) closed(why closeReason) {
+	m.closes.WithLabelValues(why.label).Inc()
+}
+
+func (m *metrics) observeBroadcast(_ int, d time.Duration) {
+	m.fanout.Observe(d.Seconds())
+}

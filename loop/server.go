@@ -1,0 +1,292 @@
+package loop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/logging"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"nbchat/protocol"
+	"nbchat/room"
+)
+
+// Config configures a Server. The zero value is valid: New applies the
+// defaults documented on each field.
+type Config struct {
+	// Addr is the listen address. Default 127.0.0.1:8080; ":0" picks a port.
+	Addr string
+	// MaxConns caps open WebSocket connections; past it upgrades get 503.
+	// Default: the process's file limit less FDHeadroom.
+	MaxConns int
+	// MaxText is the longest message text in bytes. Default 4096.
+	MaxText int
+	// MaxMessage is the largest WebSocket message in bytes; larger ones
+	// close the connection with 1009. Default 64 KiB.
+	MaxMessage int
+	// MaxPending caps a connection's output not yet taken by the kernel;
+	// past it the connection is closed as a slow consumer. Default 1 MiB.
+	MaxPending int
+	// MaxRoomsPerConn caps the rooms one connection may be in. Default 32.
+	MaxRoomsPerConn int
+	// RateLimit is each connection's sustained messages per second, and
+	// RateBurst its burst; 0 turns the limit off only if RateBurst < 0.
+	// Defaults 50 and 100.
+	RateLimit float64
+	RateBurst int
+	// RateStrikes is how many messages in a row may be refused before the
+	// connection is closed with 1008. Default 200.
+	RateStrikes int
+	// AllowedOrigins lists the Origin values a browser may connect from;
+	// "*" allows any. Default: the page's own host only. Requests without
+	// an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+	// HandshakeTimeout bounds the time from accept to a complete upgrade
+	// request. Default 10s.
+	HandshakeTimeout time.Duration
+	// PingInterval is how long a connection may be quiet before the server
+	// pings it; IdleTimeout how long before it is closed. Defaults 30s, 75s.
+	PingInterval time.Duration
+	IdleTimeout  time.Duration
+	// CloseGrace is how long a closing connection has to answer the close
+	// frame before its socket is closed. Default 2s.
+	CloseGrace time.Duration
+	// Pollers is the number of nbio poller goroutines, Flushers the number
+	// of writer goroutines. Default: one each per CPU.
+	Pollers  int
+	Flushers int
+	// Room configures rooms and presence.
+	Room room.Config
+	// Page serves the chat page at "/". Optional.
+	Page http.Handler
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// FDHeadroom is the number of file descriptors kept free for the listener,
+// accepts in flight (nbio briefly holds two per accept) and files.
+const FDHeadroom = 100
+
+func (c *Config) setDefaults() error {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.MaxConns == 0 {
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur > FDHeadroom*2 {
+			c.MaxConns = int(lim.Cur) - FDHeadroom
+		} else {
+			c.MaxConns = 1000
+		}
+	}
+	setDefault(&c.MaxText, protocol.DefaultMaxText)
+	setDefault(&c.MaxMessage, 64<<10)
+	setDefault(&c.MaxPending, 1<<20)
+	setDefault(&c.MaxRoomsPerConn, 32)
+	setDefault(&c.RateStrikes, 200)
+	if c.RateLimit == 0 && c.RateBurst >= 0 {
+		c.RateLimit = 50
+	}
+	setDefault(&c.RateBurst, 100)
+	setDefault(&c.HandshakeTimeout, 10*time.Second)
+	setDefault(&c.PingInterval, 30*time.Second)
+	setDefault(&c.IdleTimeout, 75*time.Second)
+	setDefault(&c.CloseGrace, 2*time.Second)
+	setDefault(&c.Pollers, runtime.NumCPU())
+	setDefault(&c.Flushers, runtime.NumCPU())
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxText > c.MaxMessage {
+		return fmt.Errorf("loop: max text %d is over the max message %d", c.MaxText, c.MaxMessage)
+	}
+	return nil
+}
+
+func setDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// tickInterval is the janitor's clock resolution.
+const tickInterval = 100 * time.Millisecond
+
+// Server is a running chat server.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	hub    *room.Hub
+	engine *nbhttp.Engine
+	m      *metrics
+	conns  *registry
+
+	flushers []*flusher
+	next     atomic.Uint32 // round-robin flusher choice
+
+	// tick is the janitor's coarse clock, in tickIntervals since start.
+	tick atomic.Int64
+	// shutting is set once Shutdown starts: upgrades get 503.
+	shutting atomic.Bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New builds a server from cfg; Start runs it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), stop: make(chan struct{})}
+	var err error
+	onBroadcast := cfg.Room.OnBroadcast
+	cfg.Room.OnBroadcast = func(n int, d time.Duration) {
+		s.m.observeBroadcast(n, d)
+		if onBroadcast != nil {
+			onBroadcast(n, d)
+		}
+	}
+	if s.hub, err = room.New(cfg.Room); err != nil {
+		return nil, err
+	}
+	s.m = newMetrics(func() int { return int(s.conns.count.Load()) }, s.hub.Stats)
+	for range cfg.Flushers {
+		s.flushers = append(s.flushers, newFlusher(s))
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", s.serveWS)
+	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	if cfg.Page != nil {
+		mux.Handle("/", cfg.Page)
+	}
+	logging.SetLevel(logging.LevelNone) // nbio's own logger is noisy; we log what matters
+	s.engine = nbhttp.NewEngine(nbhttp.Config{
+		Network: "tcp",
+		Addrs:   []string{cfg.Addr},
+		Handler: mux,
+		NPoller: cfg.Pollers,
+		// nbio applies this to HTTP connections only: it is the handshake
+		// timeout. Upgraded connections are timed by the janitor.
+		KeepaliveTime: cfg.HandshakeTimeout,
+		// A backstop: our own MaxPending check closes slow consumers first,
+		// with a close frame.
+		MaxWriteBufferSize: cfg.MaxPending * 2,
+		MaxLoad:            cfg.MaxConns + FDHeadroom,
+		ReadLimit:          1 << 20,
+		SupportServerOnly:  true,
+	})
+	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
+		if c, ok := nc.Session().(*conn); ok {
+			c.unsent.Add(-int64(n))
+		}
+	})
+	return s, nil
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	if err := s.engine.Start(); err != nil {
+		s.hub.Close()
+		return fmt.Errorf("loop: start: %w", err)
+	}
+	for _, fl := range s.flushers {
+		s.wg.Add(1)
+		go fl.run(s.stop, &s.wg)
+	}
+	s.wg.Add(1)
+	go s.janitor()
+	s.log.Info("listening", "addr", s.Addr(), "max_conns", s.cfg.MaxConns)
+	return nil
+}
+
+// Addr returns the address the server listens on, with the real port.
+func (s *Server) Addr() string { return s.engine.Addrs[0] }
+
+// Hub returns the server's rooms and users.
+func (s *Server) Hub() *room.Hub { return s.hub }
+
+// Conns returns the number of open WebSocket connections.
+func (s *Server) Conns() int { return int(s.conns.count.Load()) }
+
+// Shutdown stops taking connections, closes every client with 1001, waits
+// for them to go until ctx is done, and stops the server.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.shutting.CompareAndSwap(false, true) {
+		return errors.New("loop: already shut down")
+	}
+	all := s.conns.snapshot(nil)
+	s.log.Info("shutting down", "conns", len(all))
+	for _, c := range all {
+		c.close(reasonShutdown)
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.conns.count.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			s.log.Warn("shutdown deadline reached", "open", s.conns.count.Load())
+			goto stop
+		case <-t.C:
+		}
+	}
+stop:
+	close(s.stop)
+	// nbio closes what is left and waits at least one of its 200 ms rounds.
+	err := s.engine.Shutdown(ctx)
+	s.wg.Wait()
+	s.hub.Close()
+	return err
+}
+
+// janitor advances the coarse clock and, once a second, checks every
+// connection for pings, idle timeouts and overdue closes.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	var batch []*conn
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := s.tick.Add(1)
+		if now%int64(time.Second/tickInterval) != 0 {
+			continue
+		}
+		batch = s.conns.snapshot(batch[:0])
+		for i, c := range batch {
+			c.janitorCheck(now)
+			batch[i] = nil
+		}
+	}
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.shutting.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// pickFlusher spreads connections over the flushers.
+func (s *Server) pickFlusher() *flusher {
+	return s.flushers[int(s.next.Add(1))%len(s.flushers)]
+}

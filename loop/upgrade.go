@@ -1,0 +1,186 @@
+package loop
+
+import (
+	"crypto/sha1" //nolint:gosec // RFC 6455 section 4.2.2 prescribes SHA-1
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+
+	"nbchat/protocol"
+)
+
+// keyGUID is the fixed string of RFC 6455 section 1.3.
+const keyGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// retryAfter is what a client turned away for load is told to wait.
+const retryAfter = "5"
+
+// serveWS upgrades a request to a WebSocket connection, after checking
+// everything that can refuse it with an HTTP status rather than a close.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	status, msg := s.checkHandshake(w, r)
+	if status != 0 {
+		s.refuse(w, status, msg)
+		return
+	}
+	q := r.URL.Query()
+	name, roomName := q.Get("name"), q.Get("room")
+	switch {
+	case !protocol.ValidName(name):
+		s.refuse(w, http.StatusBadRequest, "name must be 1-32 letters, digits, '_', '-' or '.'")
+		return
+	case q.Has("room") && !protocol.ValidName(roomName):
+		s.refuse(w, http.StatusBadRequest, "room must be 1-32 letters, digits, '_', '-' or '.'")
+		return
+	case s.shutting.Load():
+		w.Header().Set("Retry-After", retryAfter)
+		s.refuse(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	case s.conns.count.Load() >= int64(s.cfg.MaxConns):
+		w.Header().Set("Retry-After", retryAfter)
+		s.refuse(w, http.StatusServiceUnavailable, "server full")
+		return
+	}
+
+	c := &conn{srv: s, name: name, fl: s.pickFlusher()}
+	c.dec.maxMessage = s.cfg.MaxMessage
+	if !s.hub.Register(name, c) {
+		s.refuse(w, http.StatusConflict, "name taken")
+		return
+	}
+	nbc, err := takeOver(w)
+	if err != nil {
+		s.hub.Unregister(name, c)
+		s.refuse(w, http.StatusInternalServerError, "upgrade failed")
+		return
+	}
+	c.nbc = nbc
+	c.lastRead.Store(s.tick.Load())
+	s.conns.add(c)
+
+	// Hold hmu until the first frames are queued, so a request the client
+	// pipelines right behind the handshake is handled after them.
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	nbc.SetSession(c)
+	resp := make([]byte, 0, 160)
+	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = append(resp, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
+	resp = append(resp, "\r\n\r\n"...)
+	if _, err := nbc.Write(resp); err != nil {
+		return // nbio closes the socket; CloseAndClean undoes the rest
+	}
+	_ = nbc.SetReadDeadline(time.Time{})
+	s.m.handshakes.WithLabelValues("101").Inc()
+	c.Send(protocol.Welcome(name))
+	if roomName != "" {
+		c.join([]byte(roomName), nil)
+	}
+}
+
+// checkHandshake validates an upgrade request (RFC 6455 section 4.2.1)
+// and its Origin; it returns 0 or the status to refuse it with.
+func (s *Server) checkHandshake(w http.ResponseWriter, r *http.Request) (int, string) {
+	switch {
+	case r.Method != http.MethodGet:
+		w.Header().Set("Allow", http.MethodGet)
+		return http.StatusMethodNotAllowed, "WebSocket upgrades use GET"
+	case !headerHasToken(r.Header, "Connection", "upgrade"):
+		return http.StatusBadRequest, "missing Connection: Upgrade"
+	case !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return http.StatusBadRequest, "missing Upgrade: websocket"
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return http.StatusUpgradeRequired, "unsupported WebSocket version; use 13"
+	case !validKey(r.Header.Get("Sec-WebSocket-Key")):
+		return http.StatusBadRequest, "bad Sec-WebSocket-Key"
+	case !s.originAllowed(r):
+		return http.StatusForbidden, "origin not allowed"
+	}
+	return 0, ""
+}
+
+func (s *Server) refuse(w http.ResponseWriter, status int, msg string) {
+	s.m.handshakes.WithLabelValues(strconv.Itoa(status)).Inc()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// originAllowed applies the Origin allowlist. Browsers always send Origin;
+// a request without one comes from another kind of client and is allowed.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if len(s.cfg.AllowedOrigins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// takeOver hijacks the request's connection from nbhttp's parser, so that
+// from now on its bytes come to conn.Parse.
+func takeOver(w http.ResponseWriter) (*nbio.Conn, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, http.ErrNotSupported
+	}
+	nc, _, err := hj.Hijack()
+	if err != nil {
+		return nil, err
+	}
+	switch v := nc.(type) {
+	case *nbhttp.Conn:
+		if nbc, ok := v.Conn.(*nbio.Conn); ok {
+			v.Parser = nil
+			return nbc, nil
+		}
+	case *nbio.Conn:
+		return v, nil
+	}
+	_ = nc.Close()
+	return nil, http.ErrNotSupported
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// validKey reports whether key is the base64 of 16 bytes.
+func validKey(key string) bool {
+	if len(key) != 24 {
+		return false
+	}
+	var b [18]byte
+	n, err := base64.StdEncoding.Decode(b[:], []byte(key))
+	return err == nil && n == 16
+}
+
+func acceptKey(key string) string {
+	h := sha1.New() //nolint:gosec // see import
+	h.Write([]byte(key))
+	h.Write([]byte(keyGUID))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
