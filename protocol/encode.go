@@ -159,7 +159,7 @@ func Close(code int, reason string) *Frame {
 }
 
 func appendRef(b, ref []byte) []byte {
-	if ref != nil {
+	if len(ref) > 0 {
 		b = append(b, `,"ref":`...)
 		b = append(b, ref...)
 	}

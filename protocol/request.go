@@ -161,12 +161,11 @@ func (r *Request) value(s *scanner, key []byte) (int, *Error) {
 			// Unescaping happened in place, so the source is re-quoted.
 			r.ID = AppendString(r.idBuf[:0], v)
 		case s.number():
+			if s.i-start > maxIDLen {
+				return 0, errBadID
+			}
 			r.ID = data(s, start)
 		default:
-			return 0, errBadID
-		}
-		if len(r.ID) > maxIDLen+2 {
-			r.ID = nil
 			return 0, errBadID
 		}
 		return fID, nil
@@ -195,7 +194,7 @@ func (r *Request) value(s *scanner, key []byte) (int, *Error) {
 		if !s.skip(0) {
 			return 0, errBadJSON
 		}
-		return 0, &Error{Code: CodeBadRequest, Message: wrongTypeMsg[bit]}
+		return 0, errWrongType[bit]
 	}
 	v, ok := s.str()
 	if !ok {
@@ -207,11 +206,11 @@ func (r *Request) value(s *scanner, key []byte) (int, *Error) {
 
 func data(s *scanner, start int) []byte { return s.b[start:s.i:s.i] }
 
-var wrongTypeMsg = map[int]string{
-	fRoom:  "room must be a string",
-	fText:  "text must be a string",
-	fTo:    "to must be a string",
-	fAfter: "after must be a string",
+var errWrongType = map[int]*Error{
+	fRoom:  {CodeBadRequest, "room must be a string"},
+	fText:  {CodeBadRequest, "text must be a string"},
+	fTo:    {CodeBadRequest, "to must be a string"},
+	fAfter: {CodeBadRequest, "after must be a string"},
 }
 
 func (r *Request) validate(maxText int) *Error {
