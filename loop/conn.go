@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lesismal/nbio"
@@ -28,6 +29,15 @@ type conn struct {
 	// unsent counts bytes handed to nbio that the kernel has not taken yet
 	// (nbio reports writes through OnWrittenSize).
 	unsent atomic.Int64
+	// finAfterWrite asks for the write side to be shut once unsent reaches
+	// zero: the close frame is out, and the FIN tells the peer no more
+	// follows (RFC 6455 section 7.1.1: the server closes TCP first).
+	finAfterWrite atomic.Bool
+
+	// Owned by the janitor: upgraded is the tick of the upgrade, settled
+	// records that the handshake read deadline was cleared once more.
+	upgraded int64
+	settled  bool
 
 	// hmu serializes request handling (the poller) with the close path.
 	hmu     sync.Mutex
@@ -40,14 +50,13 @@ type conn struct {
 	// qmu guards the outbound queue and the close state.
 	qmu     sync.Mutex
 	queue   []*protocol.Frame
-	queued  int  // bytes in queue
-	dirty   bool // on the flusher's ready list
-	closing bool // a close frame is queued or sent: accept no more frames
-	// closeAfterFlush closes the socket once the queue is written (the
-	// peer started the close, so no answer is awaited).
-	closeAfterFlush bool
-	closeBy         int64 // janitor tick after which the socket is closed
-	closeReason     closeReason
+	queued  int   // bytes in queue
+	dirty   bool  // on the flusher's ready list
+	closing bool  // a close frame is queued or sent: accept no more frames
+	sendFin bool  // the queue ends with the close frame
+	closeBy int64 // janitor tick after which the socket is closed
+	// closeReason is why the connection is closing, for /metrics.
+	closeReason closeReason
 }
 
 // Name implements room.Member.
@@ -95,7 +104,8 @@ func (c *conn) flush(fl *flusher) {
 	}
 	c.queued = 0
 	c.dirty = false
-	closeAfter := c.closeAfterFlush
+	fin := c.sendFin
+	c.sendFin = false
 	c.qmu.Unlock()
 
 	buf := fl.buf[:0]
@@ -107,14 +117,22 @@ func (c *conn) flush(fl *flusher) {
 	fl.buf = buf
 	if len(buf) > 0 {
 		c.unsent.Add(int64(len(buf)))
+		if fin {
+			c.finAfterWrite.Store(true)
+		}
 		// nbio copies whatever the kernel does not take, so buf is free
 		// again when Write returns.
 		if _, err := c.nbc.Write(buf); err == nil {
 			c.srv.m.bytesOut.Add(uint64(len(buf)))
 		}
 	}
-	if closeAfter {
-		_ = c.nbc.Close()
+}
+
+// written is nbio's report that n bytes went to the kernel; it runs with
+// the nbio connection locked, so the socket cannot be closed under it.
+func (c *conn) written(n int) {
+	if c.unsent.Add(-int64(n)) <= 0 && c.finAfterWrite.CompareAndSwap(true, false) {
+		_ = syscall.Shutdown(c.nbc.Hash(), syscall.SHUT_WR)
 	}
 }
 
@@ -126,12 +144,19 @@ func (c *conn) close(why closeReason) {
 		c.qmu.Unlock()
 		return
 	}
+	c.startCloseLocked(why, why.code)
+	c.qmu.Unlock()
+}
+
+// startCloseLocked queues the close frame, after which nothing more is
+// sent, and sets the deadline for the peer to go. c.qmu must be held.
+func (c *conn) startCloseLocked(why closeReason, code int) {
 	c.closing = true
 	c.closeReason = why
 	c.closeBy = c.srv.tick.Load() + int64(c.srv.cfg.CloseGrace/tickInterval) + 1
-	f := protocol.Close(why.code, why.reason)
+	c.sendFin = true
+	f := protocol.Close(code, why.reason)
 	c.enqueueLocked(f, len(f.Bytes()))
-	c.qmu.Unlock()
 }
 
 // closeNow closes the socket at once, as after the peer answered our close.
@@ -233,15 +258,10 @@ func (c *conn) onClose(code int, reason []byte) {
 		c.closeNow()
 		return
 	}
-	c.closing = true
-	c.closeAfterFlush = true
-	c.closeReason = reasonPeer
-	echo := code
 	if code == CloseNoStatus {
-		echo = CloseNormal
+		code = CloseNormal
 	}
-	f := protocol.Close(echo, "")
-	c.enqueueLocked(f, len(f.Bytes()))
+	c.startCloseLocked(reasonPeer, code)
 	c.qmu.Unlock()
 }
 
@@ -373,6 +393,14 @@ func (b *tokenBucket) strike() int { b.strikes++; return b.strikes }
 // janitorCheck runs on the janitor each tick: it finishes overdue closes,
 // pings quiet peers and closes dead ones.
 func (c *conn) janitorCheck(now int64) {
+	if !c.settled && now-c.upgraded >= int64(time.Second/tickInterval) {
+		// nbio arms the handshake deadline after registering the socket
+		// with a poller, so under load it can land after the upgrade
+		// cleared it and would close a healthy connection later. By now
+		// nbio is done with the accept: clear it for good.
+		c.settled = true
+		_ = c.nbc.SetReadDeadline(time.Time{})
+	}
 	c.qmu.Lock()
 	closing, closeBy := c.closing, c.closeBy
 	c.qmu.Unlock()

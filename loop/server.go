@@ -188,9 +188,10 @@ func New(cfg Config) (*Server, error) {
 		ReadLimit:          1 << 20,
 		SupportServerOnly:  true,
 	})
+	watchHandoff(s.engine)
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*conn); ok {
-			c.unsent.Add(-int64(n))
+			c.written(n)
 		}
 	})
 	return s, nil

@@ -61,7 +61,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.nbc = nbc
-	c.lastRead.Store(s.tick.Load())
+	c.upgraded = s.tick.Load()
+	c.lastRead.Store(c.upgraded)
 	s.conns.add(c)
 
 	// Hold hmu until the first frames are queued, so a request the client

@@ -1,0 +1,50 @@
+# nbchat: run `make help` for the targets.
+GO      ?= go
+BIN     ?= bin/nbchat
+ADDR    ?= 127.0.0.1:8080
+PKGS    := ./...
+FUZZTIME ?= 30s
+
+.PHONY: help run build test test-short bench lint fmt vet deps fuzz loadtest loadtest-max check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+run: ## run the server on $(ADDR) (open http://$(ADDR)/)
+	$(GO) run . -addr $(ADDR)
+
+build: ## build the server into $(BIN)
+	$(GO) build -o $(BIN) .
+
+test: lint deps ## vet, format check and every test with the race detector
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -run 'Test.*NoAlloc|TestPublishNoAllocs' ./protocol ./room ./loop
+
+test-short: ## the tests without the race detector
+	$(GO) test -count=1 $(PKGS)
+
+bench: ## benchmarks of the hot paths, with allocations
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./protocol ./room ./loop
+
+lint: fmt vet ## gofmt and go vet
+
+fmt: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+deps: ## rooms and the protocol must not depend on the network layer
+	@bad=$$($(GO) list -deps ./room ./protocol | grep -E 'nbio|nbchat/loop' || true); \
+	if [ -n "$$bad" ]; then echo "room/protocol import the network layer: $$bad"; exit 1; fi
+
+fuzz: ## run each fuzz target for $(FUZZTIME)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./loop
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./protocol
+
+check: lint deps test ## everything CI runs
+
+clean: ## remove build output and reports
+	rm -rf bin reports

@@ -1,0 +1,96 @@
+// Command nbchat is a WebSocket chat server: rooms, direct messages and
+// presence for tens of thousands of connections per process, with the
+// browser chat page built in.
+//
+//	nbchat -addr 127.0.0.1:8080
+//
+// Run "nbchat -h" for every flag.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"nbchat/loop"
+	"nbchat/web"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nbchat:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("nbchat", flag.ContinueOnError)
+	var (
+		cfg      loop.Config
+		origins  string
+		logLevel slog.Level
+		shutdown time.Duration
+	)
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum WebSocket connections (0: the file limit less headroom)")
+	fs.IntVar(&cfg.MaxText, "max-text", 4096, "maximum message text in bytes (larger: error too_large)")
+	fs.IntVar(&cfg.MaxMessage, "max-message", 64<<10, "maximum WebSocket message in bytes (larger: close 1009)")
+	fs.IntVar(&cfg.MaxPending, "max-pending", 1<<20, "unsent bytes per connection before it is closed as a slow consumer (4008)")
+	fs.IntVar(&cfg.MaxRoomsPerConn, "max-rooms", 32, "rooms one connection may be in")
+	fs.Float64Var(&cfg.RateLimit, "rate", 50, "messages per second per connection (sustained)")
+	fs.IntVar(&cfg.RateBurst, "burst", 100, "message burst per connection; -1 with -rate 0 turns the limit off")
+	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect, or * (default: the page's own host)")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to upgrade request")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection quiet for this long")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 75*time.Second, "close a connection quiet for this long")
+	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
+	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")
+	fs.DurationVar(&cfg.Room.PresenceInterval, "presence-interval", time.Second, "how often coalesced presence is sent")
+	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per CPU)")
+	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per CPU)")
+	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
+	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if origins != "" {
+		cfg.AllowedOrigins = strings.Split(origins, ",")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	cfg.Logger = log
+	cfg.Page = web.Handler()
+	if cfg.RateLimit == 0 && cfg.RateBurst >= 0 {
+		return fmt.Errorf("-rate 0 needs -burst -1 to turn the rate limit off")
+	}
+
+	srv, err := loop.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("signal received; shutting down", "signal", s.String(), "timeout", shutdown)
+	go func() {
+		<-sig
+		log.Warn("second signal; exiting now")
+		os.Exit(1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdown)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
