@@ -17,7 +17,7 @@
 //
 // # Server to client
 //
-//	{"type":"welcome","name":"alice"}
+//	{"type":"welcome","name":"alice","version":1}
 //	{"type":"joined","room":"lobby","count":2,"members":["alice","bob"],"seq":16}
 //	{"type":"left","room":"lobby"}
 //	{"type":"msg","room":"lobby","from":"alice","text":"hi","seq":17,"ts":1763770000123}
