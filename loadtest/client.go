@@ -93,6 +93,7 @@ func (c *client) CloseAndClean(err error) {
 // 101 response, in order, on the connection's poller goroutine.
 func (c *client) Parse(data []byte) error {
 	var b batch
+	b.sh = c.g.recvShard(c.id)
 	b.now = time.Now().UnixNano() // one clock read per read(2), not per frame
 	if len(c.pend) > 0 {
 		c.pend = append(c.pend, data...)
@@ -122,7 +123,7 @@ func (c *client) Parse(data []byte) error {
 	default:
 		c.pend = append(make([]byte, 0, len(data)+512), data...)
 	}
-	c.g.recvShard(c.id).flush(&b)
+	b.sh.flush(&b)
 	return err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"strconv"
@@ -238,15 +239,22 @@ func skipWS(b []byte, i int) int {
 // scanString returns the bounds of the string body starting at the quote
 // b[i]; end is the index of the closing quote.
 func scanString(b []byte, i int) (start, end int, ok bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"') // vectorized: text is the long field
+		if k < 0 {
+			return 0, 0, false
+		}
+		j += k
+		n := 0 // backslashes right before the quote: odd means escaped
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
 			return i + 1, j, true
 		}
+		j++
 	}
-	return 0, 0, false
 }
 
 // skipValue returns the index just after the non-string value at b[i]

@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +14,7 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-const nRecvShards = 8
+const nRecvShards = 4
 
 // gen is one process's share of the run (a "shard"): its clients, its nbio
 // client engine and its counters. The coordinator drives it phase by phase.
@@ -32,6 +31,7 @@ type gen struct {
 	clients   []*client  // static clients by id-plan.Lo; nil for slow ones
 	slow      []net.Conn // slow readers: plain sockets nobody reads after the ramp
 	churnLive []*client
+	winAll    *hdrhistogram.Histogram
 	shards    [nRecvShards]recvShard
 
 	open, churnOpen, joined, failed atomic.Int64
@@ -64,8 +64,9 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		connHist: newHist(), sentRoom: make([]int64, max(cfg.Rooms, 1)),
 	}
 	for i := range g.shards {
-		g.shards[i].hist, g.shards[i].win = newHist(), newHist()
+		g.shards[i].hist, g.shards[i].win = newHist(), newWinHist()
 	}
+	g.winAll = newWinHist()
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, err
@@ -90,8 +91,7 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 	if err := g.engine.Start(); err != nil {
 		return nil, err
 	}
-	runtime.GC()
-	g.rssBefore, _ = procSelf()
+	g.rssBefore = settledRSS()
 	return g, nil
 }
 
@@ -226,7 +226,8 @@ func (g *gen) tick() tick {
 		Open: g.open.Load(), ChurnOpen: g.churnOpen.Load(), Joined: g.joined.Load(), Failed: g.failed.Load(),
 		Sent: g.sent.Load(), Expected: g.expected.Load(),
 	}
-	win := newHist()
+	win := g.winAll // only the tick goroutine uses it
+	win.Reset()
 	for i := range g.shards {
 		s := &g.shards[i]
 		s.mu.Lock()

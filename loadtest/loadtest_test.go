@@ -297,3 +297,25 @@ func TestRawAndChurn(t *testing.T) {
 		t.Fatalf("churn: exit %d, churn joined %d, lost %d", code, r.Churn.Joined, r.Deliveries.Lost)
 	}
 }
+
+// BenchmarkReceive measures the generator's receive path per delivery: a
+// 64 KiB read full of msg frames, as the poller hands it over.
+func BenchmarkReceive(b *testing.B) {
+	c := testClient()
+	now := itoa(int(time.Now().UnixNano()))
+	var buf []byte
+	seq := 1
+	for len(buf) < 60<<10 {
+		j := strings.Replace(strings.Replace(msgJSON, `"seq":17`, `"seq":`+itoa(seq), 1), "1763770000123456789", now, 1)
+		buf = append(buf, serverFrame(opText, []byte(j))...)
+		seq++
+	}
+	perRead := seq - 1
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.nextSeq = 1
+		_ = c.Parse(buf)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perRead), "ns/delivery")
+}

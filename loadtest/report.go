@@ -254,8 +254,10 @@ func verdict(r *Report) {
 	if d.Rejected > 0 {
 		warn("server rejected %d sends (%s): the scenario is faster than the server allows", d.Rejected, fmtMap(d.ServerErrors))
 	}
-	if len(d.Drops) > 0 {
-		warn("static clients disconnected unexpectedly: %s", fmtMap(d.Drops))
+	if n := sumMap(d.Drops); n > 0 {
+		// A connection the server dropped without a close frame is a
+		// failure even when no delivery was due (scenario idle).
+		fail("unexpected disconnects: %d connections closed by the server without a close frame (%s)", n, fmtMap(d.Drops))
 	}
 	if d.LateSkipped > 0 {
 		warn("%d sends skipped because the generator fell behind", d.LateSkipped)
@@ -264,6 +266,13 @@ func verdict(r *Report) {
 		warn("server metrics unavailable (%s)", r.Server.Error)
 	}
 	v.OK = len(v.Reasons) == 0
+}
+
+func sumMap(m map[string]int64) (n int64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func fmtMap(m map[string]int64) string {
@@ -317,7 +326,11 @@ func printSummary(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "  latency:  p50 %s p90 %s p99 %s p99.9 %s max %s\n", ms(c.Latency.P50), ms(c.Latency.P90), ms(c.Latency.P99), ms(c.Latency.P999), ms(c.Latency.Max))
 	fmt.Fprintf(w, "messages:   sent %d, rejected %d; deliveries expected %d, received %d, lost %d, extra %d\n", d.Sent, d.Rejected, d.Expected, d.Received, d.Lost, d.Extra)
 	fmt.Fprintf(w, "  checks:   gaps %d, duplicates %d, reorders %d, misrouted %d, unparsable %d; presence frames %d\n", d.Gaps, d.Dups, d.Reorders, d.Misrouted, d.ProtoErr, d.Presence)
-	fmt.Fprintf(w, "  rate:     %.0f deliveries/s average over traffic, peak %.0f/s; drained: %v\n", d.AvgPerSec, d.PeakPerSec, d.Drained)
+	drained := "n/a"
+	if d.Sent > 0 {
+		drained = fmt.Sprint(d.Drained)
+	}
+	fmt.Fprintf(w, "  rate:     %.0f deliveries/s average over traffic, peak %.0f/s; all arrived within -drain-timeout: %s\n", d.AvgPerSec, d.PeakPerSec, drained)
 	l := r.Latency
 	fmt.Fprintf(w, "latency:    p50 %s p90 %s p99 %s p99.9 %s max %s (%d samples)\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
 	if cfg.Scenario == "churn" {

@@ -95,7 +95,7 @@ func (g *gen) ramp() rampResult {
 	g.slowInfo.Connected = int64(len(g.slow))
 	g.openRamp = g.open.Load() + int64(len(g.slow))
 	g.mu.Unlock()
-	g.rssRamp, _ = procSelf()
+	g.rssRamp = settledRSS()
 	return res
 }
 
