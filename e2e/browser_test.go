@@ -1,0 +1,785 @@
+// Package e2e drives the chat page in a real (headless) Chromium against a
+// real nbchat server binary.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image/png"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/target"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+var (
+	// setupErr is why the suite cannot run (set in TestMain, reported per test).
+	setupErr  error
+	skipSuite string // non-empty: skip every test with this reason
+
+	srv        *server
+	browserCtx context.Context // one browser; every session gets its own browser context
+)
+
+// ---------------------------------------------------------------------------
+// Suite setup: build the server once, start it, start one headless browser.
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			setupErr = fmt.Errorf("CI=true but %s is missing: %v", chromiumPath, err)
+		} else {
+			skipSuite = chromiumPath + " not installed (apt-get install chromium); set CI=true to make this a failure"
+		}
+		return m.Run()
+	}
+
+	tmp, err := os.MkdirTemp("", "nbchat-e2e-")
+	if err != nil {
+		setupErr = err
+		return m.Run()
+	}
+	defer os.RemoveAll(tmp)
+
+	bin := os.Getenv("NBCHAT_BIN") // use a prebuilt server instead of building one
+	if bin == "" {
+		bin = filepath.Join(tmp, "nbchat")
+		build := exec.Command("go", "build", "-o", bin, "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			setupErr = fmt.Errorf("go build -o %s ..: %v\n%s", bin, err, out)
+			return m.Run()
+		}
+	}
+
+	port, err := freePort()
+	if err != nil {
+		setupErr = err
+		return m.Run()
+	}
+	srv = &server{bin: bin, addr: fmt.Sprintf("127.0.0.1:%d", port), logPath: filepath.Join(tmp, "server.log")}
+	if err := srv.start(); err != nil {
+		setupErr = err
+		srv.dumpLog()
+		return m.Run()
+	}
+	defer srv.stop()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.WindowSize(1280, 800),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Run(bctx); err != nil { // starts the browser
+		setupErr = fmt.Errorf("start chromium: %w", err)
+		return m.Run()
+	}
+	browserCtx = bctx
+
+	code := m.Run()
+	if code != 0 {
+		srv.dumpLog()
+	}
+	return code
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// requireSuite skips or fails a test when the suite could not be set up.
+func requireSuite(t *testing.T) {
+	t.Helper()
+	if skipSuite != "" {
+		t.Skip(skipSuite)
+	}
+	if setupErr != nil {
+		t.Fatal(setupErr)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The server process.
+
+type server struct {
+	bin, addr, logPath string
+	cmd                *exec.Cmd
+	done               chan error
+}
+
+func (s *server) url() string { return "http://" + s.addr + "/" }
+
+func (s *server) start() error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "-addr", s.addr)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	s.cmd = cmd
+	s.done = make(chan error, 1)
+	go func() { s.done <- cmd.Wait(); logf.Close() }()
+
+	// Wait for /healthz; a restarted server may need a moment to get the port back.
+	deadline := time.Now().Add(15 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("server exited during startup: %v", err)
+		default:
+		}
+		res, err := client.Get("http://" + s.addr + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.kill()
+	return fmt.Errorf("server at %s: /healthz not OK within 15s", s.addr)
+}
+
+// stop sends SIGTERM and waits for a clean exit (SIGKILL after 10 s).
+func (s *server) stop() error {
+	if s.cmd == nil {
+		return nil
+	}
+	defer func() { s.cmd = nil }()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		return err
+	case <-time.After(10 * time.Second):
+		s.kill()
+		return errors.New("server did not exit within 10s of SIGTERM")
+	}
+}
+
+func (s *server) kill() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		s.cmd = nil
+	}
+}
+
+func (s *server) dumpLog() {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil || len(b) == 0 {
+		return
+	}
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	fmt.Fprintf(os.Stderr, "---- server log (tail) ----\n%s\n---- end of server log ----\n", b)
+}
+
+// ---------------------------------------------------------------------------
+// Browser sessions: one browser context (own cookies/storage) per user.
+
+type session struct {
+	t     *testing.T
+	label string
+	ctx   context.Context
+	close context.CancelFunc
+}
+
+const waitTimeout = 10 * time.Second
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+func newSession(t *testing.T, label string, width, height int64) *session {
+	t.Helper()
+	// A fresh browser context (like an incognito profile) per session, with
+	// its tab in a new window: chromedp's own WithNewBrowserContext opens the
+	// tab without a window, which headless Chromium 15x refuses ("no browser
+	// is open").
+	bexec := cdp.WithExecutor(browserCtx, chromedp.FromContext(browserCtx).Browser)
+	bcID, err := target.CreateBrowserContext().WithDisposeOnDetach(true).Do(bexec)
+	if err != nil {
+		t.Fatalf("%s: create browser context: %v", label, err)
+	}
+	tid, err := target.CreateTarget("about:blank").WithBrowserContextID(bcID).WithNewWindow(true).Do(bexec)
+	if err != nil {
+		t.Fatalf("%s: create tab: %v", label, err)
+	}
+	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithTargetID(tid))
+	s := &session{t: t, label: label, ctx: ctx}
+	s.close = func() {
+		cancel()
+		ctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		defer c()
+		bexec := cdp.WithExecutor(ctx, chromedp.FromContext(browserCtx).Browser)
+		_ = target.CloseTarget(tid).Do(bexec)
+		_ = target.DisposeBrowserContext(bcID).Do(bexec)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.saveFailureShot()
+		}
+		s.close()
+	})
+	// Attach with the session's own context: chromedp ties the tab's lifetime
+	// to the context of the first Run, so it must not be a short-lived one.
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("%s: attach: %v", label, err)
+	}
+	s.run(chromedp.EmulateViewport(width, height), chromedp.Navigate(srv.url()),
+		chromedp.WaitVisible(`#name-input`, chromedp.ByID))
+	return s
+}
+
+func (s *session) saveFailureShot() {
+	dir := filepath.Join("testdata", "failures")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.t.Log(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	var buf []byte
+	if err := chromedp.Run(ctx, chromedp.CaptureScreenshot(&buf)); err != nil {
+		s.t.Logf("%s: failure screenshot: %v", s.label, err)
+		return
+	}
+	name := unsafeChars.ReplaceAllString(s.t.Name()+"-"+s.label, "_") + ".png"
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, buf, 0o644); err == nil {
+		s.t.Logf("%s: screenshot saved to e2e/%s", s.label, p)
+	}
+}
+
+func (s *session) run(actions ...chromedp.Action) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, 3*waitTimeout)
+	defer cancel()
+	if err := chromedp.Run(ctx, actions...); err != nil {
+		s.t.Fatalf("%s: %v", s.label, err)
+	}
+}
+
+// waitJS waits until the JavaScript expression is truthy.
+func (s *session) waitJS(what, expr string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, waitTimeout+2*time.Second)
+	defer cancel()
+	var ok bool
+	err := chromedp.Run(ctx, chromedp.Poll(expr, &ok,
+		chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
+	if err != nil {
+		s.t.Fatalf("%s: waiting for %s (%s): %v", s.label, what, expr, err)
+	}
+}
+
+func (s *session) eval(expr string, res any) {
+	s.t.Helper()
+	s.run(chromedp.Evaluate(expr, res))
+}
+
+func (s *session) state() string {
+	s.t.Helper()
+	var st string
+	s.eval(`window.nbchat.state()`, &st)
+	return st
+}
+
+func (s *session) login(name string) {
+	s.t.Helper()
+	s.run(chromedp.SetValue(`#name-input`, name, chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
+	s.waitJS("online as "+name, fmt.Sprintf(`window.nbchat.state() === 'online' && window.nbchat.me() === %q`, name))
+	s.waitJS("login screen hidden", `document.getElementById('login').hidden`)
+}
+
+func (s *session) join(room string) {
+	s.t.Helper()
+	s.openRoomsDrawer()
+	s.run(chromedp.SetValue(`#room-input`, room, chromedp.ByID), chromedp.Click(`#join-button`, chromedp.ByID))
+	s.waitJS("joined "+room, fmt.Sprintf(
+		`window.nbchat.rooms().some(r => r.name === %q && r.joined) && window.nbchat.active()?.name === %q`, room, room))
+}
+
+// openRoomsDrawer opens the rooms panel when it is collapsed (phone width).
+func (s *session) openRoomsDrawer() {
+	s.t.Helper()
+	var hidden bool
+	s.eval(`getComputedStyle(document.getElementById('rooms-panel')).display === 'none'`, &hidden)
+	if hidden {
+		s.run(chromedp.Click(`#toggle-rooms`, chromedp.ByID))
+		s.waitJS("rooms drawer open", `getComputedStyle(document.getElementById('rooms-panel')).display !== 'none'`)
+	}
+}
+
+// say types text into the composer and presses Enter, like a user.
+// pressEnter presses Enter as one keyDown carrying its text, the way a real
+// keyboard does, so that preventDefault in the page's keydown handler also
+// stops the newline (chromedp.KeyEvent sends a separate "char" event that
+// would insert it anyway).
+func pressEnter(mods input.Modifier) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		down := input.DispatchKeyEvent(input.KeyDown).WithKey("Enter").WithCode("Enter").
+			WithWindowsVirtualKeyCode(13).WithNativeVirtualKeyCode(13).WithText("\r").WithUnmodifiedText("\r").
+			WithModifiers(mods)
+		if err := down.Do(ctx); err != nil {
+			return err
+		}
+		return input.DispatchKeyEvent(input.KeyUp).WithKey("Enter").WithCode("Enter").
+			WithWindowsVirtualKeyCode(13).WithNativeVirtualKeyCode(13).WithModifiers(mods).Do(ctx)
+	})
+}
+
+func (s *session) say(text string) {
+	s.t.Helper()
+	s.run(chromedp.SetValue(`#message-input`, text, chromedp.ByID),
+		chromedp.Focus(`#message-input`, chromedp.ByID),
+		pressEnter(0))
+	s.waitJS("composer cleared", `document.getElementById('message-input').value === ''`)
+}
+
+// texts returns the texts of the messages in the open conversation.
+func (s *session) texts() []string {
+	s.t.Helper()
+	var out []string
+	s.eval(`Array.from(document.querySelectorAll('#messages [data-testid=message] [data-testid=message-text]')).map(e => e.textContent)`, &out)
+	return out
+}
+
+func (s *session) waitTexts(want ...string) {
+	s.t.Helper()
+	s.waitJS(fmt.Sprintf("%d messages", len(want)),
+		fmt.Sprintf(`document.querySelectorAll('#messages [data-testid=message]').length >= %d`, len(want)))
+	if got := s.texts(); !equal(got, want) {
+		s.t.Fatalf("%s: messages = %q, want %q", s.label, got, want)
+	}
+}
+
+func (s *session) members() []string {
+	s.t.Helper()
+	var out []string
+	s.eval(`Array.from(document.querySelectorAll('#member-list [data-testid=member]')).map(e => e.dataset.name)`, &out)
+	return out
+}
+
+func (s *session) waitMembers(want ...string) {
+	s.t.Helper()
+	js := fmt.Sprintf(`JSON.stringify(Array.from(document.querySelectorAll('#member-list [data-testid=member]')).map(e => e.dataset.name)) === %q`, jsonList(want))
+	ctx, cancel := context.WithTimeout(s.ctx, waitTimeout+2*time.Second)
+	defer cancel()
+	var ok bool
+	if err := chromedp.Run(ctx, chromedp.Poll(js, &ok, chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout))); err != nil {
+		s.t.Fatalf("%s: member list = %q, want %q (%v)", s.label, s.members(), want, err)
+	}
+}
+
+// assertNoHorizontalOverflow checks that nothing sticks out sideways: the
+// document, and the header/composer whose overflow the body would clip.
+func (s *session) assertNoHorizontalOverflow() {
+	s.t.Helper()
+	var res struct {
+		Doc, Inner int
+		Bad        []string
+	}
+	s.eval(`({
+		doc: document.documentElement.scrollWidth,
+		inner: window.innerWidth,
+		bad: ['header.top', '.conv-head', '.composer', '#messages'].filter(q => {
+			const e = document.querySelector(q);
+			return e && e.scrollWidth > e.clientWidth + 1;
+		}),
+	})`, &res)
+	if res.Doc > res.Inner || len(res.Bad) > 0 {
+		s.t.Fatalf("%s: horizontal overflow: scrollWidth %d, innerWidth %d, overflowing: %v", s.label, res.Doc, res.Inner, res.Bad)
+	}
+}
+
+func (s *session) screenshot(path string) []byte {
+	s.t.Helper()
+	var buf []byte
+	s.run(chromedp.CaptureScreenshot(&buf))
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.WriteFile(path, buf, 0o644); err != nil {
+			s.t.Fatal(err)
+		}
+		s.t.Logf("screenshot: %s", path)
+	}
+	return buf
+}
+
+func jsonList(v []string) string {
+	q := make([]string, len(v))
+	for i, s := range v {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ",") + "]"
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ---------------------------------------------------------------------------
+// Tests. Each test uses its own user and room names, so a server that frees
+// names a little after a tab closes cannot make tests depend on each other.
+
+func TestChatInOrder(t *testing.T) {
+	requireSuite(t)
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice")
+	bob.login("bob")
+	alice.join("lobby")
+	bob.join("lobby")
+	alice.waitMembers("alice", "bob")
+
+	alice.say("hello bob")
+	bob.waitTexts("hello bob")
+	bob.say("hi alice")
+	alice.waitTexts("hello bob", "hi alice")
+	for i := 1; i <= 5; i++ {
+		alice.say(fmt.Sprintf("message %d", i))
+	}
+	// Shift+Enter makes a new line; Enter sends.
+	bob.run(chromedp.SetValue(`#message-input`, "line one", chromedp.ByID),
+		chromedp.Focus(`#message-input`, chromedp.ByID),
+		chromedp.KeyEvent(kb.End),
+		pressEnter(input.ModifierShift),
+		chromedp.SendKeys(`#message-input`, "line two", chromedp.ByID),
+		pressEnter(0))
+	want := []string{"hello bob", "hi alice", "message 1", "message 2", "message 3", "message 4", "message 5", "line one\nline two"}
+	alice.waitTexts(want...)
+	bob.waitTexts(want...)
+
+	for _, s := range []*session{alice, bob} {
+		// seq grows by exactly one per message, and one's own messages are set apart.
+		var seqs []int
+		s.eval(`Array.from(document.querySelectorAll('#messages [data-testid=message]')).map(e => Number(e.dataset.seq))`, &seqs)
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] != seqs[i-1]+1 {
+				t.Errorf("%s: seqs %v not consecutive", s.label, seqs)
+				break
+			}
+		}
+		var own []string
+		s.eval(`Array.from(document.querySelectorAll('#messages .msg.own [data-testid=message-text]')).map(e => e.textContent)`, &own)
+		wantOwn := 6
+		if s == bob {
+			wantOwn = 2
+		}
+		if len(own) != wantOwn {
+			t.Errorf("%s: %d own messages %q, want %d", s.label, len(own), own, wantOwn)
+		}
+		var ws string
+		s.eval(`getComputedStyle(document.querySelector('#messages [data-testid=message-text]')).whiteSpace`, &ws)
+		if ws != "pre-wrap" {
+			t.Errorf("%s: message white-space = %q, want pre-wrap", s.label, ws)
+		}
+		var tm string
+		s.eval(`document.querySelector('#messages [data-testid=message] time').textContent`, &tm)
+		if !regexp.MustCompile(`^\d\d:\d\d$`).MatchString(tm) {
+			t.Errorf("%s: time %q, want HH:MM", s.label, tm)
+		}
+	}
+}
+
+func TestPrivateMessage(t *testing.T) {
+	requireSuite(t)
+	const room = "lobby-pm"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	carol := newSession(t, "carol", 1280, 800)
+	alice.login("alice.pm")
+	bob.login("bob.pm")
+	carol.login("carol.pm")
+	for _, s := range []*session{alice, bob, carol} {
+		s.join(room)
+	}
+	alice.waitMembers("alice.pm", "bob.pm", "carol.pm")
+
+	// Click bob in the member list: a private conversation opens.
+	alice.run(chromedp.Click(`#member-list [data-name="bob.pm"] button`, chromedp.ByQuery))
+	alice.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === 'bob.pm'`)
+	alice.say("psst, secret")
+	alice.waitTexts("psst, secret")
+
+	// Bob sees an unread badge, opens the conversation and reads it.
+	bob.waitJS("unread dm", `window.nbchat.unread()['@alice.pm'] === 1 && !!document.querySelector('[data-testid=dm-item][data-peer="alice.pm"] .badge')`)
+	bob.run(chromedp.Click(`[data-testid=dm-item][data-peer="alice.pm"]`, chromedp.ByQuery))
+	bob.waitTexts("psst, secret")
+	bob.say("got it")
+	alice.waitTexts("psst, secret", "got it")
+
+	// A room message after the DM reaches carol; the DM never does.
+	alice.run(chromedp.Click(`[data-testid=room-item][data-room="`+room+`"]`, chromedp.ByQuery))
+	alice.say("public now")
+	carol.waitTexts("public now")
+	time.Sleep(200 * time.Millisecond)
+	var leaked bool
+	carol.eval(`document.body.textContent.includes('secret') || document.querySelectorAll('[data-testid=dm-item]').length > 0`, &leaked)
+	if leaked {
+		t.Fatal("carol can see the private message")
+	}
+}
+
+func TestMemberListPresence(t *testing.T) {
+	requireSuite(t)
+	const room = "members-room"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	carol := newSession(t, "carol", 1280, 800)
+	alice.login("alice.m")
+	bob.login("bob.m")
+	carol.login("carol.m")
+
+	alice.join(room)
+	alice.waitMembers("alice.m")
+	bob.join(room)
+	alice.waitMembers("alice.m", "bob.m")
+	bob.waitMembers("alice.m", "bob.m")
+	carol.join(room)
+	alice.waitMembers("alice.m", "bob.m", "carol.m")
+	alice.waitJS("header count 3", `document.getElementById('conv-sub').textContent === '3 members'`)
+	alice.waitJS("room list count 3", `document.querySelector('[data-testid=room-item][data-room="`+room+`"] .count')?.textContent === '3'`)
+
+	// Leaving with the button.
+	bob.run(chromedp.Click(`#leave-button`, chromedp.ByID))
+	bob.waitJS("room gone", `!window.nbchat.rooms().some(r => r.name === '`+room+`')`)
+	alice.waitMembers("alice.m", "carol.m")
+	carol.waitMembers("alice.m", "carol.m")
+
+	// Closing the tab counts as leaving.
+	carol.close()
+	alice.waitMembers("alice.m")
+	alice.waitJS("header count 1", `document.getElementById('conv-sub').textContent === '1 member'`)
+	alice.waitJS("presence lines", `Array.from(document.querySelectorAll('#messages [data-testid=system]')).map(e => e.textContent).join('|').includes('bob.m left')`)
+}
+
+func TestReconnectAfterServerRestart(t *testing.T) {
+	requireSuite(t)
+	const room = "lobby-r"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 375, 740) // the status text is longest while reconnecting
+	alice.login("alice.r")
+	bob.login("bob.r")
+	alice.join(room)
+	bob.join(room)
+	alice.say("before restart")
+	bob.waitTexts("before restart")
+
+	if err := srv.stop(); err != nil {
+		t.Logf("server stop: %v", err)
+	}
+	for _, s := range []*session{alice, bob} {
+		s.waitJS("reconnecting", `window.nbchat.state() === 'reconnecting' && document.getElementById('connection-status').textContent.startsWith('reconnecting')`)
+	}
+	bob.waitJS("countdown shown", `/^reconnecting in \d+s$/.test(document.getElementById('connection-status').textContent)`)
+	bob.assertNoHorizontalOverflow()
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*session{alice, bob} {
+		// Backoff is at most a few seconds this early.
+		s.waitJS("online again", `window.nbchat.state() === 'online' && document.getElementById('connection-status').textContent === 'online'`)
+		s.waitJS("rejoined", `window.nbchat.rooms().some(r => r.name === '`+room+`' && r.joined)`)
+	}
+	alice.waitMembers("alice.r", "bob.r")
+
+	alice.say("after restart")
+	bob.waitTexts("before restart", "after restart")
+	bob.say("still here")
+	// Every message exactly once: none lost, none shown twice after the rejoin.
+	want := []string{"before restart", "after restart", "still here"}
+	alice.waitTexts(want...)
+	bob.waitTexts(want...)
+}
+
+func TestXSSShownAsText(t *testing.T) {
+	requireSuite(t)
+	const room = "xss"
+	const payload = `<img src=x onerror="window.__xss=1">`
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice.x")
+	bob.login("bob.x")
+	alice.join(room)
+	bob.join(room)
+
+	alice.say(payload)
+	alice.say("see https://example.com/a?b=1 and javascript:alert(1)")
+	want := []string{payload, "see https://example.com/a?b=1 and javascript:alert(1)"}
+	bob.waitTexts(want...)
+	alice.waitTexts(want...)
+	time.Sleep(300 * time.Millisecond) // give a broken page time to load the image and fire onerror
+
+	for _, s := range []*session{alice, bob} {
+		var res struct {
+			XSS    string `json:"xss"`
+			Imgs   int    `json:"imgs"`
+			Links  int    `json:"links"`
+			Href   string `json:"href"`
+			Rel    string `json:"rel"`
+			Target string `json:"target"`
+		}
+		s.eval(`(() => {
+			const a = document.querySelectorAll('#messages a');
+			return {
+				xss: typeof window.__xss,
+				imgs: document.querySelectorAll('#messages img').length,
+				links: a.length,
+				href: a[0] ? a[0].href : '',
+				rel: a[0] ? a[0].rel : '',
+				target: a[0] ? a[0].target : '',
+			};
+		})()`, &res)
+		if res.XSS != "undefined" || res.Imgs != 0 {
+			t.Errorf("%s: window.__xss is %s, %d <img> in messages", s.label, res.XSS, res.Imgs)
+		}
+		if res.Links != 1 || res.Href != "https://example.com/a?b=1" || res.Rel != "noopener noreferrer" || res.Target != "_blank" {
+			t.Errorf("%s: links = %+v, want one https link with rel=noopener noreferrer target=_blank", s.label, res)
+		}
+	}
+}
+
+func TestNameTakenAndInvalid(t *testing.T) {
+	requireSuite(t)
+	first := newSession(t, "first", 1280, 800)
+	second := newSession(t, "second", 1280, 800)
+	first.login("dave.n")
+
+	// Invalid names are refused by the page itself.
+	second.run(chromedp.SetValue(`#name-input`, "bad name!", chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
+	second.waitJS("invalid name message", `document.getElementById('login-error').textContent.length > 0 && window.nbchat.state() === 'offline'`)
+
+	// A taken name: the server refuses the upgrade (409), the page says so.
+	second.run(chromedp.SetValue(`#name-input`, "dave.n", chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
+	second.waitJS("name taken message", `document.getElementById('login-error').textContent.includes('name taken or invalid') && window.nbchat.state() === 'offline'`)
+	if st := first.state(); st != "online" {
+		t.Fatalf("first session is %q after a duplicate login attempt", st)
+	}
+	second.login("dave.n2")
+}
+
+func TestPhoneWidth(t *testing.T) {
+	requireSuite(t)
+	const room = "phone"
+	phone := newSession(t, "phone", 375, 740)
+	phone.login("erin.p")
+	// The join form lives in the rooms drawer on a phone.
+	phone.waitJS("rooms panel collapsed", `getComputedStyle(document.getElementById('rooms-panel')).display === 'none' && getComputedStyle(document.getElementById('members-panel')).display === 'none'`)
+	phone.run(chromedp.Click(`#toggle-rooms`, chromedp.ByID))
+	phone.waitJS("rooms drawer open", `getComputedStyle(document.getElementById('rooms-panel')).display !== 'none'`)
+	phone.join(room)
+	phone.waitJS("drawer closed after join", `getComputedStyle(document.getElementById('rooms-panel')).display === 'none'`)
+	phone.say(strings.Repeat("x", 300))
+	phone.say("a long link https://example.com/" + strings.Repeat("segment/", 30))
+	phone.say("short")
+	phone.waitJS("3 messages", `document.querySelectorAll('#messages [data-testid=message]').length === 3`)
+
+	phone.assertNoHorizontalOverflow()
+	phone.run(chromedp.Click(`#toggle-members`, chromedp.ByID))
+	phone.waitMembers("erin.p")
+	phone.run(chromedp.KeyEvent(kb.Escape))
+	phone.waitJS("members drawer closed", `getComputedStyle(document.getElementById('members-panel')).display === 'none'`)
+
+	shot := phone.screenshot("")
+	cfg, err := png.DecodeConfig(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if cfg.Width != 375 {
+		t.Errorf("screenshot width %d, want 375", cfg.Width)
+	}
+}
+
+// TestScreenshots saves pictures of the page in use for the README
+// (NBCHAT_SCREENSHOTS=1 go test ./e2e -run Screenshots).
+func TestScreenshots(t *testing.T) {
+	requireSuite(t)
+	if os.Getenv("NBCHAT_SCREENSHOTS") != "1" {
+		t.Skip("set NBCHAT_SCREENSHOTS=1 to write docs/screenshot-*.png")
+	}
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 375, 740)
+	carol := newSession(t, "carol", 1280, 800)
+	alice.login("alice")
+	bob.login("bob")
+	carol.login("carol")
+	for _, s := range []*session{alice, bob, carol} {
+		s.join("design")
+	}
+	alice.join("general")
+	bob.join("general")
+	carol.join("general")
+	alice.waitMembers("alice", "bob", "carol")
+
+	alice.say("Morning all! Shall we ship the new chat page today?")
+	bob.say("Yes — the tests are green on my side.")
+	carol.say("Two things before we do:\n1. check the phone layout\n2. update the README screenshots")
+	alice.say("Screenshots are coming from the e2e run, see https://example.com/nbchat/e2e")
+	bob.say("<b>this stays plain text</b> :)")
+	alice.waitTexts(
+		"Morning all! Shall we ship the new chat page today?",
+		"Yes — the tests are green on my side.",
+		"Two things before we do:\n1. check the phone layout\n2. update the README screenshots",
+		"Screenshots are coming from the e2e run, see https://example.com/nbchat/e2e",
+		"<b>this stays plain text</b> :)")
+	// Something unread elsewhere, so the badges show.
+	carol.run(chromedp.Click(`[data-testid=room-item][data-room="design"]`, chromedp.ByQuery))
+	carol.say("design review at 3?")
+	carol.run(chromedp.Click(`#member-list [data-name="alice"] button`, chromedp.ByQuery))
+	carol.say("got a minute later?")
+	alice.waitJS("unread badges", `document.querySelectorAll('#rooms-panel .badge').length >= 2`)
+	bob.waitJS("last message", `document.body.textContent.includes('plain text')`)
+	alice.screenshot(filepath.Join("..", "docs", "screenshot-desktop.png"))
+	bob.screenshot(filepath.Join("..", "docs", "screenshot-phone.png"))
+}
