@@ -115,7 +115,7 @@ func svgChart(title, xName, yName string, ss []series, x *axis) template.HTML {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", x.px(s.X[k]), y.px(s.Y[k]))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`, s.Color, pts.String())
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="%s">%s</text>`, padL+8+i*180, padT-8, s.Color, template.HTMLEscapeString(s.Name))
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="%s">%s</text>`, padL+8+i*300, padT-8, s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

@@ -87,6 +87,10 @@ func (c *client) CloseAndClean(err error) {
 		reason = classify(err)
 	}
 	c.g.addDrop(c.kind, reason)
+	if c.kind == kindStatic {
+		age := time.Duration(time.Now().UnixNano() - c.dialNano.Load())
+		c.g.note("drop: %s closed by the server (%s) %.1fs after connecting", c.name(), reason, age.Seconds())
+	}
 }
 
 // Parse implements nbhttp.ParserCloser: it gets every byte read after the

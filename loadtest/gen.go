@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"strconv"
@@ -49,6 +50,7 @@ type gen struct {
 	srvErrors map[string]int64
 	connHist  *hdrhistogram.Histogram
 	sentRoom  []int64
+	notes     []string
 	slowInfo  slowStats
 	rssBefore int64
 	rssRamp   int64
@@ -154,6 +156,15 @@ func (g *gen) addDrop(kind uint8, reason string) {
 		g.churnDrop[reason]++
 	} else {
 		g.drops[reason]++
+	}
+	g.mu.Unlock()
+}
+
+// note keeps a few examples of unexpected events for the report.
+func (g *gen) note(format string, args ...any) {
+	g.mu.Lock()
+	if len(g.notes) < 10 {
+		g.notes = append(g.notes, fmt.Sprintf(format, args...))
 	}
 	g.mu.Unlock()
 }
@@ -301,6 +312,7 @@ func (g *gen) result() shardResult {
 	r.Failures, r.ChurnFail, r.Drops, r.ChurnDrops = g.failures, g.churnFail, g.drops, g.churnDrop
 	r.CloseCodes, r.ServerErrors, r.Slow = g.closeCode, g.srvErrors, g.slowInfo
 	r.RSSBefore, r.RSSRamp, r.OpenRamp = g.rssBefore, g.rssRamp, g.openRamp
+	r.Notes = append(r.Notes, g.notes...)
 	g.mu.Unlock()
 	_, r.CPU = procSelf()
 	return r

@@ -61,7 +61,13 @@ Scenarios (-scenario):
   slow   like rooms, but -slow-frac of clients stop reading after the ramp;
          the others' latency is reported, slow ones closed by the server are
          counted, and the server's RSS over time is charted
-Presets (-preset): smoke, default, idle19k, room5k, room5k-max, rooms19k.
+Presets (-preset; flags given explicitly win):
+  smoke       2,000 conns, 20 rooms, 20 senders x 5 msg/s for 5 s
+  default     10,000 conns, 100 rooms, 100 senders x 2 msg/s for 60 s (~1.5 min)
+  idle19k     19,000 idle connections in 190 rooms, held 30 s
+  room5k      5,000 clients in one room, 10 senders x 2 msg/s = 100,000 deliveries/s
+  room5k-max  the same at 20 msg/s each = 1,000,000 deliveries/s
+  rooms19k    19,000 clients, 1,000 rooms, 1,000 senders x 1 msg/s
 
 -proto raw: for servers that broadcast every frame to everyone (the usual hub
 examples). Connects to -url as given, sends the payload as the whole text

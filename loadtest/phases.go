@@ -169,18 +169,23 @@ func (co *coordinator) runPhases() (o outcome) {
 	return o
 }
 
-// drain waits until every expected delivery arrived (or the bound), then
-// one more tick so late duplicates are seen too.
+// drain waits until every expected delivery arrived, the bound passed, or
+// nothing arrived for 3 s (a dropped connection never catches up), then one
+// more tick so late duplicates are seen too.
 func (co *coordinator) drain() bool {
 	limit := time.Now().Add(co.cfg.DrainTimeout)
 	time.Sleep(300 * time.Millisecond) // ticks are 250 ms apart: see post-traffic counts
+	last, lastChange := int64(-1), time.Now()
 	for {
 		t := co.sum()
 		if t.Deliv-t.Dups >= t.Expected {
 			time.Sleep(300 * time.Millisecond)
 			return true
 		}
-		if time.Now().After(limit) {
+		if t.Deliv != last {
+			last, lastChange = t.Deliv, time.Now()
+		}
+		if time.Now().After(limit) || time.Since(lastChange) > 3*time.Second {
 			return false
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -340,7 +340,7 @@ func printSummary(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "slow:       %d stopped reading; closed by server %d, still open %d (latency above is the others')\n", r.Slow.Connected, r.Slow.ClosedByServer, r.Slow.StillOpen)
 	}
 	if s.Available {
-		fmt.Fprintf(w, "server:     RSS %.1f MiB after ramp (%.0f B/conn), peak %.1f MiB; goroutines %.0f (max %.0f); CPU %.2fs in traffic = %.2fs per million deliveries\n",
+		fmt.Fprintf(w, "server:     RSS %.1f MiB after ramp (%+.0f B/conn vs. before the ramp), peak %.1f MiB; goroutines %.0f (max %.0f); CPU %.2fs in traffic = %.2fs per million deliveries\n",
 			s.RSSAfterRamp/(1<<20), s.RSSPerConn, s.RSSPeak/(1<<20), s.Goroutines, s.GoroutinesMax, s.CPUTraffic, s.CPUPerMillion)
 	} else {
 		fmt.Fprintf(w, "server:     no metrics (%s)\n", s.Error)
