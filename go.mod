@@ -13,6 +13,7 @@ require (
 	github.com/gobwas/httphead v0.1.0 // indirect
 	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/gobwas/ws v1.4.0 // indirect
+	github.com/golang-jwt/jwt/v5 v5.2.2
 	github.com/google/btree v1.1.3 // indirect
 	github.com/klauspost/compress v1.17.9 // indirect
 	github.com/lesismal/llib v1.2.4 // indirect

@@ -30,10 +30,14 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], os.Stdout)
+	}
 	fs := flag.NewFlagSet("nbchat", flag.ContinueOnError)
 	var (
 		cfg      loop.Config
 		origins  string
+		secret   string
 		logLevel slog.Level
 		shutdown time.Duration
 	)
@@ -45,6 +49,10 @@ func run(args []string) error {
 	fs.IntVar(&cfg.MaxRoomsPerConn, "max-rooms", 32, "rooms one connection may be in")
 	fs.Float64Var(&cfg.RateLimit, "rate", 50, "messages per second per connection (sustained)")
 	fs.IntVar(&cfg.RateBurst, "burst", 100, "message burst per connection; -1 with -rate 0 turns the limit off")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "maximum WebSocket connections from one IP address (0: off); past it 429")
+	fs.StringVar(&secret, "auth-secret", "", "require tokens signed with this secret (HS256, at least 32 bytes; default $"+authSecretEnv+"; see 'nbchat token -h')")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate file (PEM): serve wss:// and https:// (needs -tls-key)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect, or * (default: the page's own host)")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to upgrade request")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection quiet for this long")
@@ -58,6 +66,12 @@ func run(args []string) error {
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if secret == "" {
+		secret = os.Getenv(authSecretEnv)
+	}
+	if secret != "" {
+		cfg.AuthSecret = []byte(secret)
 	}
 	if origins != "" {
 		cfg.AllowedOrigins = strings.Split(origins, ",")

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,8 +20,13 @@ type conn struct {
 	// Immutable after the upgrade.
 	srv  *Server
 	nbc  *nbio.Conn
+	hc   net.Conn // written through: nbc, or with TLS the conn that encrypts
 	name string
 	fl   *flusher
+	ip   netip.Addr // counted in srv.perIP; zero when that limit is off
+	// allowed lists the only rooms c may join (its token's rooms claim);
+	// nil: any room.
+	allowed []string
 
 	// lastRead is the janitor tick at which data last arrived; pinged
 	// records that a ping went out since then.
@@ -122,7 +128,7 @@ func (c *conn) flush(fl *flusher) {
 		}
 		// nbio copies whatever the kernel does not take, so buf is free
 		// again when Write returns.
-		if _, err := c.nbc.Write(buf); err == nil {
+		if _, err := c.hc.Write(buf); err == nil {
 			c.srv.m.bytesOut.Add(uint64(len(buf)))
 		}
 	}
@@ -131,7 +137,13 @@ func (c *conn) flush(fl *flusher) {
 // written is nbio's report that n bytes went to the kernel; it runs with
 // the nbio connection locked, so the socket cannot be closed under it.
 func (c *conn) written(n int) {
-	if c.unsent.Add(-int64(n)) <= 0 && c.finAfterWrite.CompareAndSwap(true, false) {
+	left := c.unsent.Add(-int64(n))
+	if left < 0 {
+		// With TLS nbio counts ciphertext, longer than the plaintext flush
+		// added: do not let the difference pile up as negative debt.
+		c.unsent.CompareAndSwap(left, 0)
+	}
+	if left <= 0 && c.finAfterWrite.CompareAndSwap(true, false) {
 		_ = syscall.Shutdown(c.nbc.Hash(), syscall.SHUT_WR)
 	}
 }
@@ -163,7 +175,7 @@ func (c *conn) startCloseLocked(why closeReason, code int) {
 func (c *conn) closeNow() { _ = c.nbc.Close() }
 
 // UnderlayerConn implements nbhttp.ParserCloser.
-func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+func (c *conn) UnderlayerConn() net.Conn { return c.hc }
 
 // Parse implements nbhttp.ParserCloser: nbio's poller calls it with each
 // chunk read from the socket.
@@ -175,6 +187,7 @@ func (c *conn) Parse(data []byte) error {
 	if c.cleaned {
 		return nil
 	}
+	defer c.recoverPanic()
 	if err := c.dec.feed(data, c); err != nil {
 		why := protocolReason(CloseProtocolError, "protocol error")
 		if pe, ok := err.(*ProtocolError); ok {
@@ -218,6 +231,7 @@ func (c *conn) CloseAndClean(err error) {
 	}
 	c.srv.hub.Unregister(c.name, c)
 	c.srv.conns.remove(c)
+	c.srv.perIP.release(c.ip)
 	c.srv.m.closed(why)
 }
 
@@ -278,6 +292,9 @@ func (c *conn) replyError(ref []byte, e *protocol.Error) {
 
 // handle serves one valid request. c.hmu is held.
 func (c *conn) handle(r *protocol.Request) {
+	if testPanicHook != nil {
+		testPanicHook(r)
+	}
 	switch r.Type {
 	case protocol.TypeJoin:
 		c.join(r.Room, r.ID)
@@ -329,6 +346,10 @@ var (
 func (c *conn) join(name, ref []byte) {
 	if i := c.roomIndex(name); i >= 0 {
 		c.srv.hub.Join(c, name, ref) // answers joined again, changes nothing
+		return
+	}
+	if c.allowed != nil && !roomAllowed(c.allowed, name) {
+		c.replyError(ref, errForbidden)
 		return
 	}
 	if len(c.rooms) >= c.srv.cfg.MaxRoomsPerConn {

@@ -39,6 +39,17 @@ type Config struct {
 	MaxPending int
 	// MaxRoomsPerConn caps the rooms one connection may be in. Default 32.
 	MaxRoomsPerConn int
+	// MaxConnsPerIP caps the connections from one remote address; past it
+	// upgrades get 429. Default 0: off, since load tests and NATed offices
+	// share addresses.
+	MaxConnsPerIP int
+	// AuthSecret, when set, requires a token signed with it on every
+	// upgrade (see auth.go); at least MinAuthSecret bytes. Default: none.
+	AuthSecret []byte
+	// TLSCertFile and TLSKeyFile, when both set, serve TLS (wss:// and
+	// https://) instead of plain TCP on Addr.
+	TLSCertFile string
+	TLSKeyFile  string
 	// RateLimit is each connection's sustained messages per second, and
 	// RateBurst its burst; 0 turns the limit off only if RateBurst < 0.
 	// Defaults 50 and 100.
@@ -107,6 +118,12 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if len(c.AuthSecret) > 0 && len(c.AuthSecret) < MinAuthSecret {
+		return fmt.Errorf("loop: auth secret must be at least %d bytes", MinAuthSecret)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("loop: TLS needs both a certificate and a key file")
+	}
 	if c.MaxText > c.MaxMessage {
 		return fmt.Errorf("loop: max text %d is over the max message %d", c.MaxText, c.MaxMessage)
 	}
@@ -130,6 +147,7 @@ type Server struct {
 	engine *nbhttp.Engine
 	m      *metrics
 	conns  *registry
+	perIP  *ipConns
 
 	flushers []*flusher
 	next     atomic.Uint32 // round-robin flusher choice
@@ -148,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{})}
 	var err error
 	onBroadcast := cfg.Room.OnBroadcast
 	cfg.Room.OnBroadcast = func(n int, d time.Duration) {
@@ -173,7 +191,7 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", cfg.Page)
 	}
 	logging.SetLevel(logging.LevelNone) // nbio's own logger is noisy; we log what matters
-	s.engine = nbhttp.NewEngine(nbhttp.Config{
+	engineCfg := nbhttp.Config{
 		Network: "tcp",
 		Addrs:   []string{cfg.Addr},
 		Handler: mux,
@@ -187,7 +205,15 @@ func New(cfg Config) (*Server, error) {
 		MaxLoad:            cfg.MaxConns + FDHeadroom,
 		ReadLimit:          1 << 20,
 		SupportServerOnly:  true,
-	})
+	}
+	if cfg.TLSCertFile != "" {
+		if engineCfg.TLSConfig, err = loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			s.hub.Close()
+			return nil, err
+		}
+		engineCfg.Addrs, engineCfg.AddrsTLS = nil, engineCfg.Addrs
+	}
+	s.engine = nbhttp.NewEngine(engineCfg)
 	watchHandoff(s.engine)
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*conn); ok {
@@ -214,7 +240,12 @@ func (s *Server) Start() error {
 }
 
 // Addr returns the address the server listens on, with the real port.
-func (s *Server) Addr() string { return s.engine.Addrs[0] }
+func (s *Server) Addr() string {
+	if len(s.engine.AddrsTLS) > 0 {
+		return s.engine.AddrsTLS[0]
+	}
+	return s.engine.Addrs[0]
+}
 
 // Hub returns the server's rooms and users.
 func (s *Server) Hub() *room.Hub { return s.hub }

@@ -3,12 +3,14 @@ package loop
 import (
 	"crypto/sha1" //nolint:gosec // RFC 6455 section 4.2.2 prescribes SHA-1
 	"encoding/base64"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 
@@ -31,6 +33,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	name, roomName := q.Get("name"), q.Get("room")
+	var allowedRooms []string
+	if len(s.cfg.AuthSecret) > 0 {
+		var ok bool
+		if name, allowedRooms, ok = s.authenticate(w, q); !ok {
+			return
+		}
+	}
+	ip := s.limitedIP(r)
 	switch {
 	case !protocol.ValidName(name):
 		s.refuse(w, http.StatusBadRequest, "name must be 1-32 letters, digits, '_', '-' or '.'")
@@ -46,21 +56,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfter)
 		s.refuse(w, http.StatusServiceUnavailable, "server full")
 		return
+	case !s.perIP.acquire(ip, s.cfg.MaxConnsPerIP):
+		w.Header().Set("Retry-After", retryAfter)
+		s.refuse(w, http.StatusTooManyRequests, "too many connections from your address")
+		return
 	}
 
-	c := &conn{srv: s, name: name, fl: s.pickFlusher()}
+	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip}
 	c.dec.maxMessage = s.cfg.MaxMessage
 	if !s.hub.Register(name, c) {
+		s.perIP.release(ip)
 		s.refuse(w, http.StatusConflict, "name taken")
 		return
 	}
-	nbc, err := takeOver(w)
+	nbc, hc, err := takeOver(w)
 	if err != nil {
+		s.perIP.release(ip)
 		s.hub.Unregister(name, c)
 		s.refuse(w, http.StatusInternalServerError, "upgrade failed")
 		return
 	}
-	c.nbc = nbc
+	c.nbc, c.hc = nbc, hc
 	c.upgraded = s.tick.Load()
 	c.lastRead.Store(c.upgraded)
 	s.conns.add(c)
@@ -74,7 +90,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	resp = append(resp, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
 	resp = append(resp, "\r\n\r\n"...)
-	if _, err := nbc.Write(resp); err != nil {
+	if _, err := hc.Write(resp); err != nil {
 		return // nbio closes the socket; CloseAndClean undoes the rest
 	}
 	_ = nbc.SetReadDeadline(time.Time{})
@@ -135,27 +151,37 @@ func (s *Server) originAllowed(r *http.Request) bool {
 }
 
 // takeOver hijacks the request's connection from nbhttp's parser, so that
-// from now on its bytes come to conn.Parse.
-func takeOver(w http.ResponseWriter) (*nbio.Conn, error) {
+// from now on its bytes come to conn.Parse. It returns the socket and the
+// connection to write through: the socket itself, or with TLS the
+// nbhttp.Conn around llib's tls.Conn, which encrypts writes and which
+// nbhttp's TLS data handler needs back from conn.UnderlayerConn to decrypt
+// what it passes to Parse.
+func takeOver(w http.ResponseWriter) (*nbio.Conn, net.Conn, error) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		return nil, http.ErrNotSupported
+		return nil, nil, http.ErrNotSupported
 	}
 	nc, _, err := hj.Hijack()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch v := nc.(type) {
 	case *nbhttp.Conn:
-		if nbc, ok := v.Conn.(*nbio.Conn); ok {
+		switch inner := v.Conn.(type) {
+		case *nbio.Conn:
 			v.Parser = nil
-			return nbc, nil
+			return inner, inner, nil
+		case *tls.Conn:
+			if nbc, ok := inner.Conn().(*nbio.Conn); ok {
+				v.Parser = nil
+				return nbc, v, nil
+			}
 		}
 	case *nbio.Conn:
-		return v, nil
+		return v, v, nil
 	}
 	_ = nc.Close()
-	return nil, http.ErrNotSupported
+	return nil, nil, http.ErrNotSupported
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

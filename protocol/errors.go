@@ -13,6 +13,7 @@ const (
 	CodeTooLarge    Code = "too_large"
 	CodeRateLimited Code = "rate_limited"
 	CodeTooMany     Code = "too_many_rooms"
+	CodeForbidden   Code = "forbidden"
 	CodeInternal    Code = "internal"
 )
 

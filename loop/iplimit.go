@@ -1,0 +1,84 @@
+package loop
+
+import (
+	"hash/maphash"
+	"net/http"
+	"net/netip"
+	"sync"
+)
+
+// ipConns counts open WebSocket connections per remote IP address, for
+// Config.MaxConnsPerIP. It is sharded so that upgrades and closes from
+// different addresses rarely share a lock.
+type ipConns struct {
+	seed   maphash.Seed
+	shards [32]ipShard
+}
+
+type ipShard struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int
+}
+
+func newIPConns() *ipConns { return &ipConns{seed: maphash.MakeSeed()} }
+
+func (l *ipConns) shard(ip netip.Addr) *ipShard {
+	return &l.shards[maphash.Comparable(l.seed, ip)%uint64(len(l.shards))]
+}
+
+// acquire counts a connection from ip unless ip already has limit; the
+// zero Addr (limit off) is always allowed and not counted.
+func (l *ipConns) acquire(ip netip.Addr, limit int) bool {
+	if !ip.IsValid() {
+		return true
+	}
+	sh := l.shard(ip)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.n[ip] >= limit {
+		return false
+	}
+	if sh.n == nil {
+		sh.n = make(map[netip.Addr]int)
+	}
+	sh.n[ip]++
+	return true
+}
+
+// release undoes acquire; the zero Addr is a no-op.
+func (l *ipConns) release(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	sh := l.shard(ip)
+	sh.mu.Lock()
+	if sh.n[ip] <= 1 {
+		delete(sh.n, ip) // keep the map to the addresses connected now
+	} else {
+		sh.n[ip]--
+	}
+	sh.mu.Unlock()
+}
+
+// count returns the connections counted for ip.
+func (l *ipConns) count(ip netip.Addr) int {
+	sh := l.shard(ip)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.n[ip]
+}
+
+// limitedIP returns the address r's connection is counted under, or the
+// zero Addr when the per-IP limit is off. The socket's peer is used, not
+// X-Forwarded-For, which any client can set; behind a proxy every client
+// shares the proxy's address, so leave the limit off there.
+func (s *Server) limitedIP(r *http.Request) netip.Addr {
+	if s.cfg.MaxConnsPerIP <= 0 {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
