@@ -319,3 +319,20 @@ func BenchmarkReceive(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perRead), "ns/delivery")
 }
+
+func TestPlans(t *testing.T) {
+	for _, tc := range []struct{ n, per, procs int }{{200, 19000, 1}, {19000, 19000, 1}, {19001, 19000, 2}, {50000, 19000, 3}, {201, 100, 3}} {
+		cfg := &Config{Conns: tc.n, PerProc: tc.per, Rate: 1000, Scenario: "rooms"}
+		ps := plans(cfg)
+		next := 0
+		for _, p := range ps {
+			if p.Lo != next || p.Hi <= p.Lo || p.Lo%2 != 0 || p.Hi-p.Lo > tc.per+1 {
+				t.Fatalf("%+v: bad slice %+v", tc, p)
+			}
+			next = p.Hi
+		}
+		if len(ps) != tc.procs || next != tc.n {
+			t.Fatalf("%+v: %d processes covering %d", tc, len(ps), next)
+		}
+	}
+}

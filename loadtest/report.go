@@ -320,8 +320,12 @@ func ms(us int64) string { return fmt.Sprintf("%.2fms", float64(us)/1000) }
 
 func printSummary(w io.Writer, r *Report) {
 	cfg, c, d, s, g := r.Config, &r.Connect, &r.Deliveries, &r.Server, &r.Generator
-	fmt.Fprintf(w, "=== loadtest %s: scenario %s, proto %s, %d conns, %d rooms, %d senders x %g msg/s, %v, %d process(es), %.1fs\n",
-		cfg.Preset, cfg.Scenario, cfg.Proto, cfg.Conns, cfg.Rooms, cfg.Senders, cfg.MsgRate, cfg.Duration, r.Processes, r.Seconds)
+	preset := ""
+	if cfg.Preset != "" {
+		preset = " " + cfg.Preset
+	}
+	fmt.Fprintf(w, "=== loadtest%s: scenario %s, proto %s, %d conns, %d rooms, %d senders x %g msg/s, %v, %d process(es), %.1fs\n",
+		preset, cfg.Scenario, cfg.Proto, cfg.Conns, cfg.Rooms, cfg.Senders, cfg.MsgRate, cfg.Duration, r.Processes, r.Seconds)
 	fmt.Fprintf(w, "connect:    %d/%d joined in %.1fs (%.0f/s); failed %d (%s)\n", c.Joined, c.Attempted, c.RampSec, c.RatePerSec, c.Failed, fmtMap(c.Failures))
 	fmt.Fprintf(w, "  latency:  p50 %s p90 %s p99 %s p99.9 %s max %s\n", ms(c.Latency.P50), ms(c.Latency.P90), ms(c.Latency.P99), ms(c.Latency.P999), ms(c.Latency.Max))
 	fmt.Fprintf(w, "messages:   sent %d, rejected %d; deliveries expected %d, received %d, lost %d, extra %d\n", d.Sent, d.Rejected, d.Expected, d.Received, d.Lost, d.Extra)
