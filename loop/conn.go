@@ -24,6 +24,7 @@ type conn struct {
 	name string
 	fl   *flusher
 	ip   netip.Addr // counted in srv.perIP; zero when that limit is off
+	user *room.User
 	// allowed lists the only rooms c may join (its token's rooms claim);
 	// nil: any room.
 	allowed []string
@@ -229,7 +230,7 @@ func (c *conn) CloseAndClean(err error) {
 	if why.code == 0 {
 		why = reasonFromError(err)
 	}
-	c.srv.hub.Unregister(c.name, c)
+	c.srv.hub.Unregister(c.user, c)
 	c.srv.conns.remove(c)
 	c.srv.perIP.release(c.ip)
 	c.srv.m.closed(why)
@@ -297,7 +298,7 @@ func (c *conn) handle(r *protocol.Request) {
 	}
 	switch r.Type {
 	case protocol.TypeJoin:
-		c.join(r.Room, r.ID)
+		c.join(r.Room, r.ID, r.Since)
 	case protocol.TypeLeave:
 		i := c.roomIndex(r.Room)
 		if i < 0 {
@@ -315,11 +316,18 @@ func (c *conn) handle(r *protocol.Request) {
 			c.replyError(r.ID, errNotMember)
 			return
 		}
-		if err := c.rooms[i].Publish(c, r.Text); err != nil {
+		c.publish(c.rooms[i], r)
+	case protocol.TypeDM:
+		if err := c.srv.hub.DM(c.user, r.To, r.Text); err != nil {
 			c.replyError(r.ID, err)
 		}
-	case protocol.TypeDM:
-		if err := c.srv.hub.DM(c, r.To, r.Text); err != nil {
+	case protocol.TypeHistory:
+		i := c.roomIndex(r.Room)
+		if i < 0 {
+			c.replyError(r.ID, errNotMember)
+			return
+		}
+		if err := c.rooms[i].History(c, r.Before, r.Limit, r.ID); err != nil {
 			c.replyError(r.ID, err)
 		}
 	case protocol.TypeMembers:
@@ -342,10 +350,33 @@ var (
 	errRateLimited = &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many messages; slow down"}
 )
 
-// join puts c in the room called name. c.hmu is held.
-func (c *conn) join(name, ref []byte) {
+// publish sends a msg request to room. A message with an id is
+// acknowledged once stored; one whose id c's user sent to this room lately
+// (a resend after a reconnect) is acknowledged again and not sent twice.
+func (c *conn) publish(room *room.Room, r *protocol.Request) {
+	if seq, dup := c.user.Recall(room.Name(), r.ID); dup {
+		c.Send(protocol.Ack(r.ID, room.Name(), seq))
+		return
+	}
+	seq, err := room.Publish(c, r.Text)
+	if err != nil {
+		c.replyError(r.ID, err)
+		return
+	}
+	if r.ID != nil {
+		c.user.Remember(room.Name(), r.ID, seq)
+		c.Send(protocol.Ack(r.ID, room.Name(), seq))
+	}
+}
+
+// join puts c in the room called name, catching it up from since (-1:
+// the latest messages). c.hmu is held.
+func (c *conn) join(name, ref []byte, since int64) {
 	if i := c.roomIndex(name); i >= 0 {
-		c.srv.hub.Join(c, name, ref) // answers joined again, changes nothing
+		// Answers joined again (and replays from since), changes nothing.
+		if _, err := c.srv.hub.Join(c, name, ref, since); err != nil {
+			c.replyError(ref, err)
+		}
 		return
 	}
 	if c.allowed != nil && !roomAllowed(c.allowed, name) {
@@ -356,7 +387,12 @@ func (c *conn) join(name, ref []byte) {
 		c.replyError(ref, errTooManyRoom)
 		return
 	}
-	c.rooms = append(c.rooms, c.srv.hub.Join(c, name, ref))
+	r, err := c.srv.hub.Join(c, name, ref, since)
+	if err != nil {
+		c.replyError(ref, err)
+		return
+	}
+	c.rooms = append(c.rooms, r)
 }
 
 // roomIndex finds the room called name among c's rooms. c.hmu is held.

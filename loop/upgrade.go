@@ -33,6 +33,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	name, roomName := q.Get("name"), q.Get("room")
+	dmSince := parseSince(q)
 	var allowedRooms []string
 	if len(s.cfg.AuthSecret) > 0 {
 		var ok bool
@@ -47,6 +48,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	case q.Has("room") && !protocol.ValidName(roomName):
 		s.refuse(w, http.StatusBadRequest, "room must be 1-32 letters, digits, '_', '-' or '.'")
+		return
+	case dmSince < -1:
+		s.refuse(w, http.StatusBadRequest, "dm_since must be a non-negative integer")
 		return
 	case s.shutting.Load():
 		w.Header().Set("Retry-After", retryAfter)
@@ -64,15 +68,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip}
 	c.dec.maxMessage = s.cfg.MaxMessage
-	if !s.hub.Register(name, c) {
+	user, ok := s.hub.Register(name, c)
+	if !ok {
 		s.perIP.release(ip)
 		s.refuse(w, http.StatusConflict, "name taken")
 		return
 	}
+	c.user = user
 	nbc, hc, err := takeOver(w)
 	if err != nil {
 		s.perIP.release(ip)
-		s.hub.Unregister(name, c)
+		s.hub.Unregister(user, c)
 		s.refuse(w, http.StatusInternalServerError, "upgrade failed")
 		return
 	}
@@ -95,10 +101,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = nbc.SetReadDeadline(time.Time{})
 	s.m.handshakes.WithLabelValues("101").Inc()
-	c.Send(protocol.Welcome(name))
-	if roomName != "" {
-		c.join([]byte(roomName), nil)
+	if err := user.Attach(c, dmSince); err != nil {
+		c.replyError(nil, err)
 	}
+	if roomName != "" {
+		c.join([]byte(roomName), nil, -1)
+	}
+}
+
+// parseSince reads the dm_since query parameter: -1 when absent, -2 when
+// it is not a non-negative integer.
+func parseSince(q url.Values) int64 {
+	if !q.Has("dm_since") {
+		return -1
+	}
+	n, err := strconv.ParseInt(q.Get("dm_since"), 10, 64)
+	if err != nil || n < 0 {
+		return -2
+	}
+	return n
 }
 
 // checkHandshake validates an upgrade request (RFC 6455 section 4.2.1)

@@ -11,7 +11,9 @@
 //	{"type":"leave","room":"lobby"}
 //	{"type":"msg","room":"lobby","text":"hi"}
 //	{"type":"dm","to":"bob","text":"hi"}
+//	{"type":"join","room":"lobby","since":16}
 //	{"type":"members","room":"lobby","after":"bob","limit":100}
+//	{"type":"history","room":"lobby","before":17,"limit":50}
 //	{"type":"rooms"}
 //	{"type":"ping"}
 //
@@ -52,4 +54,8 @@ const (
 	MaxMembersPage = 1000
 	// DefaultMembersPage is the page size when a members request names none.
 	DefaultMembersPage = 100
+	// MaxHistoryPage is the largest page a history request may ask for.
+	MaxHistoryPage = 200
+	// DefaultHistoryPage is the page size when a history request names none.
+	DefaultHistoryPage = 50
 )

@@ -6,19 +6,32 @@ import (
 	"unicode/utf8"
 )
 
-// Welcome is the first message on every connection.
-func Welcome(name string) *Frame {
+// Welcome is the first message on every connection; dmSeq is the seq of
+// the latest direct message kept for the user.
+func Welcome(name string, dmSeq uint64) *Frame {
 	f := newFrame()
 	b := append(f.buf, `{"type":"welcome","name":`...)
 	b = AppendString(b, name)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, Version, 10)
+	b = append(b, `,"dm_seq":`...)
+	b = strconv.AppendUint(b, dmSeq, 10)
 	return f.finish(append(b, '}'), OpText)
 }
 
+// Recovery says whether a join with since got every message after since.
+type Recovery int8
+
+// Recovery outcomes.
+const (
+	RecoveryNone    Recovery = iota // the join did not ask to recover
+	RecoveryPartial                 // some messages after since are no longer kept
+	RecoveryFull                    // every message after since follows
+)
+
 // Joined answers a join: the room's member count, the first members in name
-// order and the room's latest seq.
-func Joined(ref []byte, room string, count int, members iter.Seq[string], seq uint64) *Frame {
+// order and the room's latest seq; with a recovery outcome, "recovered".
+func Joined(ref []byte, room string, count int, members iter.Seq[string], seq uint64, rec Recovery) *Frame {
 	f := newFrame()
 	b := append(f.buf, `{"type":"joined","room":`...)
 	b = AppendString(b, room)
@@ -26,6 +39,43 @@ func Joined(ref []byte, room string, count int, members iter.Seq[string], seq ui
 	b = appendNames(append(b, `,"members":`...), members)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
+	switch rec {
+	case RecoveryFull:
+		b = append(b, `,"recovered":true`...)
+	case RecoveryPartial:
+		b = append(b, `,"recovered":false`...)
+	}
+	return f.finish(appendRef(b, ref), OpText)
+}
+
+// Ack confirms that the message with id ref is stored as seq in room.
+func Ack(ref []byte, room string, seq uint64) *Frame {
+	f := newFrame()
+	b := append(f.buf, `{"type":"ack","room":`...)
+	b = AppendString(b, room)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return f.finish(appendRef(b, ref), OpText)
+}
+
+// History answers a history request with stored messages, oldest first.
+// Each payload is a stored msg message, copied as it is; more says whether
+// older messages are kept.
+func History(ref []byte, room string, payloads iter.Seq[[]byte], more bool) *Frame {
+	f := newFrame()
+	b := append(f.buf, `{"type":"history","room":`...)
+	b = AppendString(b, room)
+	b = append(b, `,"messages":[`...)
+	first := true
+	for p := range payloads {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, p...)
+	}
+	b = append(b, `],"more":`...)
+	b = strconv.AppendBool(b, more)
 	return f.finish(appendRef(b, ref), OpText)
 }
 
@@ -53,8 +103,9 @@ func Msg(room, from string, text []byte, seq uint64, ts int64) *Frame {
 	return f.finish(append(b, '}'), OpText)
 }
 
-// DM is a direct message as its target and its sender receive it.
-func DM(from, to string, text []byte, ts int64) *Frame {
+// DM is a direct message as one of its two parties receives it; seq numbers
+// it in that party's own sequence of direct messages.
+func DM(from, to string, text []byte, ts int64, seq uint64) *Frame {
 	f := newFrame()
 	b := append(f.buf, `{"type":"dm","from":`...)
 	b = AppendString(b, from)
@@ -64,6 +115,8 @@ func DM(from, to string, text []byte, ts int64) *Frame {
 	b = AppendString(b, text)
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
 	return f.finish(append(b, '}'), OpText)
 }
 

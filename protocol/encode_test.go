@@ -97,21 +97,47 @@ var encoderTests = []struct {
 	doc    string
 }{
 	{
-		"welcome", func() *protocol.Frame { return protocol.Welcome("alice") },
-		`{"type":"welcome","name":"alice","version":1}`,
-		`{"type":"welcome","name":"alice","version":1}`, // doc.go omits version
+		"welcome", func() *protocol.Frame { return protocol.Welcome("alice", 4) },
+		`{"type":"welcome","name":"alice","version":1,"dm_seq":4}`,
+		`{"type":"welcome","name":"alice","version":1,"dm_seq":4}`,
 	},
 	{
 		"joined", func() *protocol.Frame {
-			return protocol.Joined([]byte(`"j1"`), "lobby", 2, names("alice", "bob"), 16)
+			return protocol.Joined([]byte(`"j1"`), "lobby", 2, names("alice", "bob"), 16, protocol.RecoveryNone)
 		},
 		`{"type":"joined","room":"lobby","count":2,"members":["alice","bob"],"seq":16,"ref":"j1"}`,
 		`{"type":"joined","room":"lobby","count":2,"members":["alice","bob"],"seq":16,"ref":"j1"}`,
 	},
 	{
-		"joined without members", func() *protocol.Frame { return protocol.Joined(nil, "lobby", 0, nil, 0) },
+		"joined without members", func() *protocol.Frame { return protocol.Joined(nil, "lobby", 0, nil, 0, protocol.RecoveryNone) },
 		`{"type":"joined","room":"lobby","count":0,"members":[],"seq":0}`,
 		`{"type":"joined","room":"lobby","count":0,"members":[],"seq":0}`,
+	},
+	{
+		"joined recovered", func() *protocol.Frame { return protocol.Joined(nil, "lobby", 1, nil, 9, protocol.RecoveryFull) },
+		`{"type":"joined","room":"lobby","count":1,"members":[],"seq":9,"recovered":true}`,
+		`{"type":"joined","room":"lobby","count":1,"members":[],"seq":9,"recovered":true}`,
+	},
+	{
+		"joined not recovered", func() *protocol.Frame {
+			return protocol.Joined(nil, "lobby", 1, nil, 9, protocol.RecoveryPartial)
+		},
+		`{"type":"joined","room":"lobby","count":1,"members":[],"seq":9,"recovered":false}`,
+		`{"type":"joined","room":"lobby","count":1,"members":[],"seq":9,"recovered":false}`,
+	},
+	{
+		"ack", func() *protocol.Frame { return protocol.Ack([]byte(`"m1"`), "lobby", 17) },
+		`{"type":"ack","room":"lobby","seq":17,"ref":"m1"}`,
+		`{"type":"ack","room":"lobby","seq":17,"ref":"m1"}`,
+	},
+	{
+		"history", func() *protocol.Frame {
+			return protocol.History(nil, "lobby", func(yield func([]byte) bool) {
+				_ = yield([]byte(`{"type":"msg","seq":1}`)) && yield([]byte(`{"type":"msg","seq":2}`))
+			}, true)
+		},
+		`{"type":"history","room":"lobby","messages":[{"type":"msg","seq":1},{"type":"msg","seq":2}],"more":true}`,
+		`{"type":"history","room":"lobby","messages":[{"type":"msg","seq":1},{"type":"msg","seq":2}],"more":true}`,
 	},
 	{
 		"left", func() *protocol.Frame { return protocol.Left([]byte(`7`), "lobby") },
@@ -131,9 +157,9 @@ var encoderTests = []struct {
 		`{"ts":-1,"seq":18446744073709551615,"text":"a\"b\\c\nd\u0000\u00e9\ud83d\ude00\u2028","from":"alice","room":"lobby","type":"msg"}`,
 	},
 	{
-		"dm", func() *protocol.Frame { return protocol.DM("alice", "bob", []byte("hi"), 1763770000123) },
-		`{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123}`,
-		`{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123}`,
+		"dm", func() *protocol.Frame { return protocol.DM("alice", "bob", []byte("hi"), 1763770000123, 3) },
+		`{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123,"seq":3}`,
+		`{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123,"seq":3}`,
 	},
 	{
 		"presence event", func() *protocol.Frame { return protocol.PresenceEvent("lobby", protocol.EventJoin, "carol", 3) },
@@ -238,7 +264,9 @@ func TestEncodeRefVerbatim(t *testing.T) {
 		name string
 		enc  func(ref []byte) *protocol.Frame
 	}{
-		{"joined", func(ref []byte) *protocol.Frame { return protocol.Joined(ref, "r", 1, names("a"), 1) }},
+		{"joined", func(ref []byte) *protocol.Frame {
+			return protocol.Joined(ref, "r", 1, names("a"), 1, protocol.RecoveryNone)
+		}},
 		{"left", func(ref []byte) *protocol.Frame { return protocol.Left(ref, "r") }},
 		{"members", func(ref []byte) *protocol.Frame { return protocol.Members(ref, "r", 1, names("a")) }},
 		{"rooms", func(ref []byte) *protocol.Frame { return protocol.Rooms(ref, roomsSeq("r", 1)) }},

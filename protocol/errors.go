@@ -31,22 +31,25 @@ var _ error = (*Error)(nil)
 // Errors from decoding. They are values, so refusing a request allocates
 // nothing.
 var (
-	errNotObject   = &Error{CodeBadRequest, "request must be a JSON object"}
-	errBadJSON     = &Error{CodeBadRequest, "malformed JSON"}
-	errNoType      = &Error{CodeBadRequest, "missing type"}
-	errBadType     = &Error{CodeBadRequest, "type must be a string"}
-	errUnknownType = &Error{CodeUnknownType, "unknown type"}
-	errDupField    = &Error{CodeBadRequest, "a field is given twice"}
-	errBadID       = &Error{CodeBadRequest, "id must be a string of at most 64 bytes or a number"}
-	errBadLimit    = &Error{CodeBadRequest, "limit must be an integer from 1 to 1000"}
-	errNoRoom      = &Error{CodeBadRequest, "missing room"}
-	errBadRoom     = &Error{CodeBadName, "room must be 1-32 letters, digits, '_', '-' or '.'"}
-	errNoTo        = &Error{CodeBadRequest, "missing to"}
-	errBadTo       = &Error{CodeBadName, "to must be 1-32 letters, digits, '_', '-' or '.'"}
-	errBadAfter    = &Error{CodeBadName, "after must be a name"}
-	errNoText      = &Error{CodeBadRequest, "missing text"}
-	errEmptyText   = &Error{CodeBadRequest, "text is empty"}
-	errTooLarge    = &Error{CodeTooLarge, "text is over the size limit"}
+	errNotObject       = &Error{CodeBadRequest, "request must be a JSON object"}
+	errBadJSON         = &Error{CodeBadRequest, "malformed JSON"}
+	errNoType          = &Error{CodeBadRequest, "missing type"}
+	errBadType         = &Error{CodeBadRequest, "type must be a string"}
+	errUnknownType     = &Error{CodeUnknownType, "unknown type"}
+	errDupField        = &Error{CodeBadRequest, "a field is given twice"}
+	errBadID           = &Error{CodeBadRequest, "id must be a string of at most 64 bytes or a number"}
+	errBadLimit        = &Error{CodeBadRequest, "limit must be an integer from 1 to 1000"}
+	errBadSince        = &Error{CodeBadRequest, "since must be a non-negative integer seq"}
+	errBadBefore       = &Error{CodeBadRequest, "before must be a positive integer seq"}
+	errBadHistoryLimit = &Error{CodeBadRequest, "limit must be an integer from 1 to 200"}
+	errNoRoom          = &Error{CodeBadRequest, "missing room"}
+	errBadRoom         = &Error{CodeBadName, "room must be 1-32 letters, digits, '_', '-' or '.'"}
+	errNoTo            = &Error{CodeBadRequest, "missing to"}
+	errBadTo           = &Error{CodeBadName, "to must be 1-32 letters, digits, '_', '-' or '.'"}
+	errBadAfter        = &Error{CodeBadName, "after must be a name"}
+	errNoText          = &Error{CodeBadRequest, "missing text"}
+	errEmptyText       = &Error{CodeBadRequest, "text is empty"}
+	errTooLarge        = &Error{CodeTooLarge, "text is over the size limit"}
 
 	// ErrBinary refuses binary messages: the protocol is JSON text.
 	ErrBinary = &Error{CodeBadRequest, "binary messages are not supported"}

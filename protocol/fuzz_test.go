@@ -230,7 +230,7 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 		}
 		raw = bytes.TrimSpace(raw)
 		switch key {
-		case "type", "id", "limit", "room", "text", "to", "after":
+		case "type", "id", "limit", "room", "text", "to", "after", "since", "before":
 			if seen[key] {
 				return f, false
 			}
@@ -243,7 +243,7 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 			if !ok {
 				return f, false
 			}
-			for t := protocol.TypeJoin; t <= protocol.TypePing; t++ {
+			for t := protocol.TypeJoin; t <= protocol.TypeHistory; t++ {
 				if t.String() == *s {
 					f.Type = t
 				}
@@ -275,6 +275,19 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 			}
 			if raw[0] == '+' || raw[0] == '-' {
 				return f, false
+			}
+		case "since", "before":
+			if len(raw) > 18 || len(raw) > 1 && raw[0] == '0' || raw[0] < '0' || raw[0] > '9' {
+				return f, false
+			}
+			n, err := strconv.ParseInt(string(raw), 10, 64)
+			if err != nil || key == "before" && n == 0 {
+				return f, false
+			}
+			if key == "since" {
+				f.Since = strconv.FormatInt(n, 10)
+			} else {
+				f.Before = strconv.FormatInt(n, 10)
 			}
 		case "room":
 			if room, ok = str(raw); !ok {
@@ -317,6 +330,12 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 		return f, room != nil && protocol.ValidName(*room) &&
 			(after == nil || len(*after) <= protocol.MaxNameLen) &&
 			f.Limit >= 1 && f.Limit <= protocol.MaxMembersPage
+	case protocol.TypeHistory:
+		if !seen["limit"] {
+			f.Limit = protocol.DefaultHistoryPage
+		}
+		return f, room != nil && protocol.ValidName(*room) &&
+			f.Limit >= 1 && f.Limit <= protocol.MaxHistoryPage
 	}
 	return f, true
 }

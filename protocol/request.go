@@ -17,6 +17,7 @@ const (
 	TypeMembers
 	TypeRooms
 	TypePing
+	TypeHistory
 )
 
 var typeNames = [...]string{
@@ -27,6 +28,7 @@ var typeNames = [...]string{
 	TypeMembers: "members",
 	TypeRooms:   "rooms",
 	TypePing:    "ping",
+	TypeHistory: "history",
 }
 
 // String returns the type as it appears on the wire.
@@ -48,9 +50,13 @@ type Request struct {
 	Text  []byte
 	To    []byte
 	After []byte
-	// Limit is the page size of a members request, DefaultMembersPage when
-	// the request names none.
+	// Limit is the page size of a members or history request; when the
+	// request names none it is DefaultHistoryPage for history and
+	// DefaultMembersPage otherwise.
 	Limit int
+	// Since is the last seq a rejoining client saw (join), Before the seq a
+	// history page ends before; -1 when absent.
+	Since, Before int64
 
 	idBuf [maxIDLen*6 + 2]byte
 }
@@ -67,6 +73,8 @@ const (
 	fTo
 	fAfter
 	fLimit
+	fSince
+	fBefore
 )
 
 // Decode parses data, a client's text message, into r. It unescapes strings
@@ -74,7 +82,7 @@ const (
 // limits Text in bytes. A nil result means r is a valid request.
 func (r *Request) Decode(data []byte, maxText int) *Error {
 	r.Type, r.ID, r.Room, r.Text, r.To, r.After = TypeUnknown, nil, nil, nil, nil, nil
-	r.Limit = DefaultMembersPage
+	r.Limit, r.Since, r.Before = -1, -1, -1
 	s := scanner{b: data}
 	if err := r.scan(&s); err != nil {
 		return err
@@ -170,12 +178,26 @@ func (r *Request) value(s *scanner, key []byte) (int, *Error) {
 		}
 		return fID, nil
 	case "limit":
-		n, ok := s.int()
+		n, ok := s.uint(9)
 		if !ok {
 			return 0, errBadLimit
 		}
-		r.Limit = n
+		r.Limit = int(n)
 		return fLimit, nil
+	case "since":
+		n, ok := s.uint(18)
+		if !ok {
+			return 0, errBadSince
+		}
+		r.Since = n
+		return fSince, nil
+	case "before":
+		n, ok := s.uint(18)
+		if !ok || n == 0 {
+			return 0, errBadBefore
+		}
+		r.Before = n
+		return fBefore, nil
 	case "room":
 		dst, bit = &r.Room, fRoom
 	case "text":
@@ -214,9 +236,23 @@ var errWrongType = map[int]*Error{
 }
 
 func (r *Request) validate(maxText int) *Error {
+	if r.Limit == -1 && r.Type != TypeHistory {
+		r.Limit = DefaultMembersPage
+	}
 	switch r.Type {
 	case TypeJoin, TypeLeave:
 		return checkRoom(r.Room)
+	case TypeHistory:
+		if err := checkRoom(r.Room); err != nil {
+			return err
+		}
+		if r.Limit == -1 {
+			r.Limit = DefaultHistoryPage
+		}
+		if r.Limit < 1 || r.Limit > MaxHistoryPage {
+			return errBadHistoryLimit
+		}
+		return nil
 	case TypeMsg:
 		if err := checkRoom(r.Room); err != nil {
 			return err
@@ -236,6 +272,9 @@ func (r *Request) validate(maxText int) *Error {
 		}
 		if r.After != nil && len(r.After) > MaxNameLen {
 			return errBadAfter
+		}
+		if r.Limit == -1 {
+			r.Limit = DefaultMembersPage
 		}
 		if r.Limit < 1 || r.Limit > MaxMembersPage {
 			return errBadLimit
@@ -434,22 +473,22 @@ func (s *scanner) digits() int {
 	return n
 }
 
-// int scans a non-negative JSON integer of at most 9 digits.
-func (s *scanner) int() (int, bool) {
+// uint scans a non-negative JSON integer of at most maxDigits digits.
+func (s *scanner) uint(maxDigits int) (int64, bool) {
 	start := s.i
 	if !s.number() {
 		return 0, false
 	}
 	v := s.b[start:s.i]
-	if len(v) == 0 || len(v) > 9 || (len(v) > 1 && v[0] == '0') {
+	if len(v) == 0 || len(v) > maxDigits || (len(v) > 1 && v[0] == '0') {
 		return 0, false
 	}
-	n := 0
+	var n int64
 	for _, c := range v {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		n = n*10 + int(c-'0')
+		n = n*10 + int64(c-'0')
 	}
 	return n, true
 }

@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,18 +15,28 @@ type fields struct {
 	Type                      protocol.Type
 	ID, Room, Text, To, After string
 	Limit                     int
+	Since, Before             string // "" when absent
 }
 
 func fieldsOf(r *protocol.Request) fields {
 	return fields{
-		Type:  r.Type,
-		ID:    string(r.ID),
-		Room:  string(r.Room),
-		Text:  string(r.Text),
-		To:    string(r.To),
-		After: string(r.After),
-		Limit: r.Limit,
+		Type:   r.Type,
+		ID:     string(r.ID),
+		Room:   string(r.Room),
+		Text:   string(r.Text),
+		To:     string(r.To),
+		After:  string(r.After),
+		Limit:  r.Limit,
+		Since:  seqField(r.Since),
+		Before: seqField(r.Before),
 	}
+}
+
+func seqField(n int64) string {
+	if n < 0 {
+		return ""
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // decode runs Decode on a copy of in, so table inputs stay intact.
@@ -49,6 +60,8 @@ func TestDecodeValid(t *testing.T) {
 		{"dm", `{"type":"dm","to":"bob","text":"hi"}`, fields{Type: protocol.TypeDM, To: "bob", Text: "hi", Limit: page}},
 		{"members", `{"type":"members","room":"lobby","after":"bob","limit":100}`, fields{Type: protocol.TypeMembers, Room: "lobby", After: "bob", Limit: 100}},
 		{"members default limit", `{"type":"members","room":"lobby"}`, fields{Type: protocol.TypeMembers, Room: "lobby", Limit: page}},
+		{"join since", `{"type":"join","room":"lobby","since":0}`, fields{Type: protocol.TypeJoin, Room: "lobby", Limit: page, Since: "0"}},
+		{"history", `{"type":"history","room":"lobby","before":17}`, fields{Type: protocol.TypeHistory, Room: "lobby", Limit: protocol.DefaultHistoryPage, Before: "17"}},
 		{"members limit 1", `{"type":"members","room":"r","limit":1}`, fields{Type: protocol.TypeMembers, Room: "r", Limit: 1}},
 		{"members limit 1000", `{"type":"members","room":"r","limit":1000}`, fields{Type: protocol.TypeMembers, Room: "r", Limit: 1000}},
 		{"rooms", `{"type":"rooms"}`, fields{Type: protocol.TypeRooms, Limit: page}},
@@ -498,7 +511,8 @@ func TestTypeString(t *testing.T) {
 		{protocol.TypeMembers, "members"},
 		{protocol.TypeRooms, "rooms"},
 		{protocol.TypePing, "ping"},
-		{protocol.TypePing + 1, "unknown"},
+		{protocol.TypeHistory, "history"},
+		{protocol.TypeHistory + 1, "unknown"},
 		{255, "unknown"},
 	}
 	for _, tt := range tests {

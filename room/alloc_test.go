@@ -6,17 +6,18 @@ import (
 )
 
 // publishAllocs measures the allocations of one Publish into a room of n
-// counting members, with a warm frame pool.
+// counting members, with a warm frame pool and a full history (whose
+// oldest frame goes back to the pool as each new one is kept).
 func publishAllocs(t *testing.T, n int) float64 {
 	t.Helper()
-	h := newHub(t, Config{})
+	h := newHub(t, Config{HistorySize: 16})
 	r, ms := fill(h, "allocs", n)
 	text := []byte("hello, everyone")
-	for range 10 { // warm the frame pool
-		r.Publish(ms[0], text)
+	for range 50 { // fill the history and warm the frame pool
+		publish(r, ms[0], text)
 	}
 	return testing.AllocsPerRun(100, func() {
-		if err := r.Publish(ms[0], text); err != nil {
+		if err := publish(r, ms[0], text); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -46,18 +47,20 @@ func TestDMNoAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items on purpose under the race detector")
 	}
-	h := newHub(t, Config{})
+	h := newHub(t, Config{DMHistory: 8})
 	a, b := &countMember{name: "a"}, &countMember{name: "b"}
-	h.Register("a", a)
-	h.Register("b", b)
+	register(h, "a", a)
+	register(h, "b", b)
 	to, text := []byte("b"), []byte("psst")
 	for _, tt := range []struct {
 		name string
 		to   []byte
 	}{{"other", to}, {"self", []byte("a")}} {
 		t.Run(fmt.Sprintf("to=%s", tt.name), func(t *testing.T) {
-			h.DM(a, tt.to, text)
-			if n := testing.AllocsPerRun(100, func() { h.DM(a, tt.to, text) }); n != 0 {
+			for range 50 { // fill both inboxes and warm the frame pool
+				dm(h, a, tt.to, text)
+			}
+			if n := testing.AllocsPerRun(100, func() { dm(h, a, tt.to, text) }); n != 0 {
 				t.Errorf("DM allocates %v times, want 0", n)
 			}
 		})

@@ -18,7 +18,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(text)))
 			for b.Loop() {
-				r.Publish(ms[0], text)
+				publish(r, ms[0], text)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/recipient")
 		})
@@ -37,7 +37,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 			name := []byte("bench")
 			b.ReportAllocs()
 			for b.Loop() {
-				h.Join(m, name, nil).Leave(m, nil)
+				mustJoin(h, m, name, nil).Leave(m, nil)
 			}
 		})
 	}
@@ -48,13 +48,13 @@ func BenchmarkJoinLeave(b *testing.B) {
 func BenchmarkDM(b *testing.B) {
 	h := newHub(b, Config{})
 	from, to := &countMember{name: "alice"}, &countMember{name: "bob"}
-	h.Register(from.name, from)
-	h.Register(to.name, to)
+	register(h, from.name, from)
+	register(h, to.name, to)
 	target, text := []byte("bob"), []byte("see you at eight")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
-		if err := h.DM(from, target, text); err != nil {
+		if err := dm(h, from, target, text); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -32,6 +33,10 @@ type event struct {
 		Name  string `json:"name"`
 		Count int    `json:"count"`
 	} `json:"rooms"`
+	Recovered    bool    `json:"recovered"`
+	HasRecovered bool    `json:"-"`
+	Messages     []event `json:"messages"`
+	More         bool    `json:"more"`
 }
 
 // fakeMember is a Member that keeps a copy of every frame it is sent and
@@ -94,6 +99,7 @@ func (m *fakeMember) events(t testing.TB) []event {
 	}
 	evs := make([]event, len(frames))
 	for i, p := range frames {
+		evs[i].HasRecovered = bytes.Contains(p, []byte(`"recovered":`))
 		if err := json.Unmarshal(p, &evs[i]); err != nil {
 			t.Fatalf("%s: frame %d is not JSON: %v: %s", m.name, i, err, p)
 		}
@@ -134,8 +140,16 @@ func (m *countMember) Send(f *protocol.Frame) {
 }
 
 // newHub returns a hub that is closed when the test ends.
+// newHub starts a hub for a test. History is off unless the test sets it,
+// so replies are only what each test is about.
 func newHub(t testing.TB, cfg Config) *Hub {
 	t.Helper()
+	if cfg.HistorySize == 0 {
+		cfg.HistorySize = -1
+	}
+	if cfg.JoinHistory == 0 {
+		cfg.JoinHistory = -1
+	}
 	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +167,47 @@ func fill(h *Hub, name string, n int) (*Room, []*countMember) {
 	var r *Room
 	for i := range ms {
 		ms[i] = &countMember{name: userName(i)}
-		r = h.Join(ms[i], []byte(name), nil)
+		r = mustJoin(h, ms[i], []byte(name), nil)
 	}
 	return r, ms
+}
+
+// Test shorthands for the hub's API.
+
+func mustJoin(h *Hub, m Member, name, ref []byte) *Room {
+	r, err := h.Join(m, name, ref, -1)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func publish(r *Room, m Member, text []byte) *protocol.Error {
+	_, err := r.Publish(m, text)
+	return err
+}
+
+// register claims name for m and attaches it, so m gets a welcome and
+// then its direct messages.
+func register(h *Hub, name string, m Member) bool {
+	u, ok := h.Register(name, m)
+	if ok {
+		_ = u.Attach(m, -1)
+		if f, isFake := m.(*fakeMember); isFake {
+			f.mu.Lock()
+			f.frames = nil // the welcome
+			f.mu.Unlock()
+		}
+	}
+	return ok
+}
+
+func unregister(h *Hub, name string, m Member) {
+	if u := h.user([]byte(name)); u != nil {
+		h.Unregister(u, m)
+	}
+}
+
+func dm(h *Hub, from Member, to, text []byte) *protocol.Error {
+	return h.DM(h.user([]byte(from.Name())), to, text)
 }

@@ -27,6 +27,21 @@ type Config struct {
 	PresenceNames int
 	// JoinedNames caps the member names a joined reply carries. Default 200.
 	JoinedNames int
+	// HistorySize is how many messages each room keeps for history and
+	// recovery (-1: none). Default 1000.
+	HistorySize int
+	// HistoryAge drops kept messages, room and direct, older than this.
+	// Default 24h.
+	HistoryAge time.Duration
+	// JoinHistory is how many recent messages follow a joined reply
+	// (-1: none). Default 50.
+	JoinHistory int
+	// DMHistory is how many direct messages each user keeps (-1: none).
+	// Default 200.
+	DMHistory int
+	// OfflineTTL is how long a user's direct messages and recent message
+	// ids outlive its last connection. Default 1h.
+	OfflineTTL time.Duration
 	// OnBroadcast, if set, is called after each room broadcast with the
 	// number of recipients and how long enqueueing to them took.
 	OnBroadcast func(recipients int, d time.Duration)
@@ -50,6 +65,21 @@ func (c *Config) setDefaults() error {
 	}
 	if c.JoinedNames == 0 {
 		c.JoinedNames = 200
+	}
+	if c.HistorySize == 0 {
+		c.HistorySize = 1000
+	}
+	if c.HistoryAge == 0 {
+		c.HistoryAge = 24 * time.Hour
+	}
+	if c.JoinHistory == 0 {
+		c.JoinHistory = 50
+	}
+	if c.DMHistory == 0 {
+		c.DMHistory = 200
+	}
+	if c.OfflineTTL == 0 {
+		c.OfflineTTL = time.Hour
 	}
 	return nil
 }
@@ -82,7 +112,7 @@ type roomShard struct {
 
 type userShard struct {
 	mu    sync.RWMutex
-	users map[string]Member
+	users map[string]*User
 	_     [40]byte
 }
 
@@ -101,7 +131,7 @@ func New(cfg Config) (*Hub, error) {
 	}
 	for i := range h.rooms {
 		h.rooms[i].rooms = make(map[string]*Room)
-		h.users[i].users = make(map[string]Member)
+		h.users[i].users = make(map[string]*User)
 	}
 	go h.presenceLoop()
 	return h, nil
@@ -135,64 +165,12 @@ func fnv32a[T ~string | ~[]byte](s T) uint32 {
 	return h
 }
 
-// Register claims name for m. It reports false if the name is taken.
-func (h *Hub) Register(name string, m Member) bool {
-	s := &h.users[fnv32a(name)&h.mask]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.users[name]; ok {
-		return false
-	}
-	s.users[name] = m
-	return true
-}
-
-// Unregister releases name if m holds it.
-func (h *Hub) Unregister(name string, m Member) {
-	s := &h.users[fnv32a(name)&h.mask]
-	s.mu.Lock()
-	if s.users[name] == m {
-		delete(s.users, name)
-	}
-	s.mu.Unlock()
-}
-
-// Lookup returns the member registered under name.
-func (h *Hub) Lookup(name []byte) (Member, bool) {
-	s := &h.users[fnv32a(name)&h.mask]
-	s.mu.RLock()
-	m, ok := s.users[string(name)]
-	s.mu.RUnlock()
-	return m, ok
-}
-
-var errNoSuchUser = &protocol.Error{Code: protocol.CodeNoSuchUser, Message: "no user by that name is connected"}
-
-// DM sends text from one member to the member named to, and echoes it to
-// the sender; a DM to oneself arrives once.
-func (h *Hub) DM(from Member, to, text []byte) *protocol.Error {
-	target, ok := h.Lookup(to)
-	if !ok {
-		return errNoSuchUser
-	}
-	f := protocol.DM(from.Name(), target.Name(), text, time.Now().UnixMilli())
-	h.messages.Add(1)
-	if target == from {
-		h.deliveries.Add(1)
-		from.Send(f)
-		return nil
-	}
-	h.deliveries.Add(2)
-	f.Retain(1)
-	target.Send(f)
-	from.Send(f)
-	return nil
-}
-
 // Join adds m to the room called name, creating the room if needed, and
-// sends m a joined reply carrying ref. Joining a room m is already in
-// answers joined again and changes nothing.
-func (h *Hub) Join(m Member, name, ref []byte) *Room {
+// sends m a joined reply carrying ref, followed by recent messages: with
+// since >= 0 every kept message after since (and "recovered" says whether
+// that is all of them), else the last Config.JoinHistory. Joining a room m
+// is already in answers joined again and changes nothing.
+func (h *Hub) Join(m Member, name, ref []byte, since int64) (*Room, *protocol.Error) {
 	s := &h.rooms[fnv32a(name)&h.mask]
 	for {
 		s.mu.Lock()
@@ -207,8 +185,12 @@ func (h *Hub) Join(m Member, name, ref []byte) *Room {
 			s.rooms[r.name] = r
 		}
 		s.mu.Unlock()
-		if r.join(m, ref) {
-			return r
+		ok, err := r.join(m, ref, since)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return r, nil
 		}
 		// The room emptied and went away between the lookup and the join.
 	}
@@ -223,6 +205,25 @@ func (h *Hub) remove(r *Room) {
 		h.roomCount.Add(-1)
 	}
 	s.mu.Unlock()
+}
+
+// sweepRooms drops expired history and rooms left with nothing.
+func (h *Hub) sweepRooms(now int64) {
+	cutoff := now - h.cfg.HistoryAge.Milliseconds()
+	var rooms []*Room
+	for i := range h.rooms {
+		s := &h.rooms[i]
+		s.mu.Lock()
+		for _, r := range s.rooms {
+			rooms = append(rooms, r)
+		}
+		s.mu.Unlock()
+	}
+	for _, r := range rooms {
+		if r.sweep(cutoff) {
+			h.remove(r)
+		}
+	}
 }
 
 // Find returns the room called name, or nil.

@@ -9,18 +9,28 @@ func (h *Hub) queuePresence(r *Room) {
 	h.pmu.Unlock()
 }
 
-// presenceLoop sends coalesced presence once per interval. One goroutine
-// serves every room, so big rooms cost no goroutine of their own.
+// sweepInterval is how often expired history, idle rooms and departed
+// users are dropped.
+const sweepInterval = 10 * time.Second
+
+// presenceLoop sends coalesced presence once per interval, and sweeps. One
+// goroutine serves every room, so big rooms cost no goroutine of their own.
 func (h *Hub) presenceLoop() {
 	defer close(h.done)
 	t := time.NewTicker(h.cfg.PresenceInterval)
 	defer t.Stop()
 	var batch []*Room
-	for {
+	sweepEvery := max(1, int(sweepInterval/h.cfg.PresenceInterval))
+	for tick := 1; ; tick++ {
 		select {
 		case <-h.stop:
 			return
 		case <-t.C:
+		}
+		if tick%sweepEvery == 0 {
+			now := time.Now().UnixMilli()
+			h.sweepRooms(now)
+			h.sweepUsers(now)
 		}
 		h.pmu.Lock()
 		batch, h.pending = h.pending, batch[:0]

@@ -29,6 +29,7 @@ type Room struct {
 	index   map[Member]int // position of each member in members
 	names   *btree.BTreeG[string]
 	seq     uint64
+	hist    history
 
 	// Coalesced presence waiting for the next tick (big rooms only).
 	joined, left   []string
@@ -42,6 +43,7 @@ func newRoom(h *Hub, s *roomShard, name string) *Room {
 		shard: s,
 		index: make(map[Member]int),
 		names: btree.NewG(16, func(a, b string) bool { return a < b }),
+		hist:  history{max: max(h.cfg.HistorySize, 0)},
 	}
 }
 
@@ -51,12 +53,17 @@ func (r *Room) Name() string { return r.name }
 // Count returns the number of members.
 func (r *Room) Count() int { return int(r.count.Load()) }
 
-// join adds m and replies; it reports false if the room is gone.
-func (r *Room) join(m Member, ref []byte) bool {
+// join adds m, replies and catches m up; it reports false if the room is
+// gone. All of it happens under the room's lock, so the live messages that
+// follow continue the replay with no gap and no duplicate.
+func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.gone.Load() {
-		return false
+		return false, nil
+	}
+	if since > int64(r.seq) {
+		return true, errSinceAhead
 	}
 	if _, ok := r.index[m]; !ok {
 		r.index[m] = len(r.members)
@@ -65,8 +72,21 @@ func (r *Room) join(m Member, ref []byte) bool {
 		r.count.Store(int32(len(r.members)))
 		r.presenceLocked(m, protocol.EventJoin)
 	}
-	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.seq))
-	return true
+	rec := protocol.RecoveryNone
+	if since >= 0 {
+		rec = protocol.RecoveryPartial
+		if r.hist.covers(uint64(since), r.seq) {
+			rec = protocol.RecoveryFull
+		}
+	}
+	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.seq, rec))
+	switch {
+	case since >= 0:
+		r.hist.since(m, uint64(since))
+	case r.hub.cfg.JoinHistory > 0:
+		r.hist.latest(m, r.hub.cfg.JoinHistory)
+	}
+	return true, nil
 }
 
 // Leave removes m and sends it a left reply carrying ref. It reports false
@@ -98,14 +118,16 @@ func (r *Room) remove(m Member) bool {
 	delete(r.index, m)
 	r.names.Delete(m.Name())
 	r.count.Store(int32(len(r.members)))
-	empty := len(r.members) == 0
-	if empty {
+	// An empty room stays while it keeps history, so its seq continues
+	// and returning members can recover; the sweep drops it later.
+	gone := len(r.members) == 0 && r.hist.n == 0
+	if gone {
 		r.gone.Store(true)
-	} else {
+	} else if len(r.members) > 0 {
 		r.presenceLocked(m, protocol.EventLeave)
 	}
 	r.mu.Unlock()
-	if empty {
+	if gone {
 		r.hub.remove(r)
 	}
 	return true
@@ -114,19 +136,49 @@ func (r *Room) remove(m Member) bool {
 var errNotMember = &protocol.Error{Code: protocol.CodeNotMember, Message: "not a member of that room"}
 
 // Publish sends text from m to every member, m included, with the room's
-// next seq.
-func (r *Room) Publish(m Member, text []byte) *protocol.Error {
+// next seq, and keeps it in the room's history. It returns the seq.
+func (r *Room) Publish(m Member, text []byte) (uint64, *protocol.Error) {
 	ts := time.Now().UnixMilli()
 	r.mu.Lock()
 	if _, ok := r.index[m]; !ok {
 		r.mu.Unlock()
-		return errNotMember
+		return 0, errNotMember
 	}
 	r.seq++
-	r.broadcastLocked(protocol.Msg(r.name, m.Name(), text, r.seq, ts))
+	seq := r.seq
+	f := protocol.Msg(r.name, m.Name(), text, seq, ts)
+	f.Retain(1)
+	r.hist.add(f, seq, ts)
+	r.broadcastLocked(f)
 	r.mu.Unlock()
 	r.hub.messages.Add(1)
+	return seq, nil
+}
+
+// History sends m, a member, up to limit kept messages before seq before
+// (before <= 0: the latest), oldest first.
+func (r *Room) History(m Member, before int64, limit int, ref []byte) *protocol.Error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.index[m]; !ok {
+		return errNotMember
+	}
+	msgs, more := r.hist.page(before, limit)
+	m.Send(protocol.History(ref, r.name, msgs, more))
 	return nil
+}
+
+// sweep drops history older than cutoff, and reports whether the room is
+// empty with nothing kept, so it can go.
+func (r *Room) sweep(cutoff int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hist.expire(cutoff)
+	if len(r.members) == 0 && r.hist.n == 0 {
+		r.gone.Store(true)
+		return true
+	}
+	return false
 }
 
 // broadcastLocked queues f to every member and releases the caller's

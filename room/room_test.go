@@ -30,13 +30,13 @@ func TestJoin(t *testing.T) {
 	h := newHub(t, Config{})
 	carol, alice, bob := newFake("carol"), newFake("alice"), newFake("bob")
 
-	r := h.Join(carol, []byte("lobby"), []byte(`"c1"`))
+	r := mustJoin(h, carol, []byte("lobby"), []byte(`"c1"`))
 	ev := carol.only(t)
 	if ev.Type != "joined" || ev.Room != "lobby" || ev.Count != 1 || !slices.Equal(ev.Members, []string{"carol"}) ||
 		ev.Seq != 0 || string(ev.Ref) != `"c1"` {
 		t.Fatalf("first join: got %+v", ev)
 	}
-	if err := r.Publish(carol, []byte("hi")); err != nil {
+	if err := publish(r, carol, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	carol.events(t)
@@ -56,7 +56,7 @@ func TestJoin(t *testing.T) {
 		if tt.ref != "" {
 			ref = []byte(tt.ref)
 		}
-		if got := h.Join(tt.m, []byte("lobby"), ref); got != r {
+		if got := mustJoin(h, tt.m, []byte("lobby"), ref); got != r {
 			t.Fatalf("%s joined room %p, want %p", tt.m.name, got, r)
 		}
 		ev := tt.m.only(t)
@@ -73,7 +73,7 @@ func TestJoin(t *testing.T) {
 	}
 
 	// Joining again answers joined and changes nothing.
-	if got := h.Join(alice, []byte("lobby"), []byte(`"again"`)); got != r {
+	if got := mustJoin(h, alice, []byte("lobby"), []byte(`"again"`)); got != r {
 		t.Fatalf("second join returned another room")
 	}
 	ev = alice.only(t)
@@ -90,9 +90,9 @@ func TestJoin(t *testing.T) {
 func TestLeave(t *testing.T) {
 	h := newHub(t, Config{})
 	a, b, c := newFake("a"), newFake("b"), newFake("c")
-	r := h.Join(a, []byte("x"), nil)
-	h.Join(b, []byte("x"), nil)
-	h.Join(c, []byte("x"), nil)
+	r := mustJoin(h, a, []byte("x"), nil)
+	mustJoin(h, b, []byte("x"), nil)
+	mustJoin(h, c, []byte("x"), nil)
 	a.events(t)
 	b.events(t)
 	c.events(t)
@@ -133,14 +133,14 @@ func TestPublish(t *testing.T) {
 	ms := []*fakeMember{newFake("a"), newFake("b"), newFake("c")}
 	var r *Room
 	for _, m := range ms {
-		r = h.Join(m, []byte("pub"), nil)
+		r = mustJoin(h, m, []byte("pub"), nil)
 	}
 	for _, m := range ms {
 		m.events(t)
 	}
 
 	stranger := newFake("z")
-	if err := r.Publish(stranger, []byte("hi")); err == nil || err.Code != protocol.CodeNotMember {
+	if err := publish(r, stranger, []byte("hi")); err == nil || err.Code != protocol.CodeNotMember {
 		t.Fatalf("Publish from a non-member = %v, want %s", err, protocol.CodeNotMember)
 	}
 	stranger.none(t)
@@ -149,7 +149,7 @@ func TestPublish(t *testing.T) {
 	before := h.Stats()
 	for i := range n {
 		from := ms[i%len(ms)]
-		if err := r.Publish(from, fmt.Appendf(nil, "m%d \"q\"", i)); err != nil {
+		if err := publish(r, from, fmt.Appendf(nil, "m%d \"q\"", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,17 +179,17 @@ func TestRoomEmptiesAndComesBack(t *testing.T) {
 	var recipients atomic.Int64
 	h := newHub(t, Config{OnBroadcast: func(n int, d time.Duration) { recipients.Add(int64(n)) }})
 	a, b := newFake("a"), newFake("b")
-	h.Join(newFake("other"), []byte("other"), nil)
-	r := h.Join(a, []byte("r"), nil)
-	h.Join(b, []byte("r"), nil)
+	mustJoin(h, newFake("other"), []byte("other"), nil)
+	r := mustJoin(h, a, []byte("r"), nil)
+	mustJoin(h, b, []byte("r"), nil)
 	if h.Find([]byte("r")) != r {
 		t.Fatal("Find did not return the room")
 	}
 	if got := h.Stats().Rooms; got != 2 {
 		t.Fatalf("Stats().Rooms = %d, want 2", got)
 	}
-	r.Publish(a, []byte("1"))
-	r.Publish(a, []byte("2"))
+	publish(r, a, []byte("1"))
+	publish(r, a, []byte("2"))
 	if recipients.Load() != 4 {
 		t.Errorf("OnBroadcast saw %d recipients, want 4", recipients.Load())
 	}
@@ -205,7 +205,7 @@ func TestRoomEmptiesAndComesBack(t *testing.T) {
 	a.events(t)
 	b.events(t)
 
-	r2 := h.Join(b, []byte("r"), nil)
+	r2 := mustJoin(h, b, []byte("r"), nil)
 	if r2 == r {
 		t.Fatal("join after the room emptied reused the old room")
 	}
@@ -215,10 +215,10 @@ func TestRoomEmptiesAndComesBack(t *testing.T) {
 	if got := h.Stats().Rooms; got != 2 {
 		t.Fatalf("Stats().Rooms = %d, want 2", got)
 	}
-	if err := r.Publish(b, []byte("old")); err == nil {
+	if err := publish(r, b, []byte("old")); err == nil {
 		t.Error("Publish into the emptied room succeeded")
 	}
-	r2.Publish(b, []byte("new"))
+	publish(r2, b, []byte("new"))
 	if ev := b.only(t); ev.Seq != 1 || ev.Text != "new" {
 		t.Errorf("first message in the new room: %+v, want seq 1", ev)
 	}
@@ -233,7 +233,7 @@ func TestMembersPaging(t *testing.T) {
 	}
 	var r *Room
 	for _, i := range perm {
-		r = h.Join(&countMember{name: userName(i)}, []byte("big"), nil)
+		r = mustJoin(h, &countMember{name: userName(i)}, []byte("big"), nil)
 	}
 	asker := newFake("asker")
 
@@ -296,7 +296,7 @@ func TestJoinedBigRoom(t *testing.T) {
 	h := newHub(t, Config{JoinedNames: 10})
 	fill(h, "big", 49)
 	m := newFake(userName(49))
-	h.Join(m, []byte("big"), nil)
+	mustJoin(h, m, []byte("big"), nil)
 	ev := m.only(t)
 	want := make([]string, 10)
 	for i := range want {
@@ -355,12 +355,12 @@ func TestDM(t *testing.T) {
 	h := newHub(t, Config{})
 	alice, bob := newFake("alice"), newFake("bob")
 	for _, m := range []*fakeMember{alice, bob} {
-		if !h.Register(m.name, m) {
+		if !register(h, m.name, m) {
 			t.Fatalf("Register(%s) failed", m.name)
 		}
 	}
 
-	if err := h.DM(alice, []byte("bob"), []byte("hi\nbob")); err != nil {
+	if err := dm(h, alice, []byte("bob"), []byte("hi\nbob")); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []*fakeMember{bob, alice} {
@@ -369,7 +369,7 @@ func TestDM(t *testing.T) {
 		}
 	}
 
-	if err := h.DM(alice, []byte("alice"), []byte("note")); err != nil {
+	if err := dm(h, alice, []byte("alice"), []byte("note")); err != nil {
 		t.Fatal(err)
 	}
 	if ev := alice.only(t); ev.From != "alice" || ev.To != "alice" || ev.Text != "note" {
@@ -377,7 +377,7 @@ func TestDM(t *testing.T) {
 	}
 	bob.none(t)
 
-	if err := h.DM(alice, []byte("nobody"), []byte("x")); err == nil || err.Code != protocol.CodeNoSuchUser {
+	if err := dm(h, alice, []byte("nobody"), []byte("x")); err == nil || err.Code != protocol.CodeNoSuchUser {
 		t.Errorf("DM to an unknown name = %v, want %s", err, protocol.CodeNoSuchUser)
 	}
 	alice.none(t)
@@ -389,24 +389,24 @@ func TestDM(t *testing.T) {
 func TestRegister(t *testing.T) {
 	h := newHub(t, Config{})
 	a, a2 := newFake("a"), newFake("a")
-	if !h.Register("a", a) {
+	if !register(h, "a", a) {
 		t.Fatal("Register of a free name failed")
 	}
-	if h.Register("a", a2) {
+	if register(h, "a", a2) {
 		t.Fatal("Register of a taken name succeeded")
 	}
-	if h.Register("a", a) {
+	if register(h, "a", a) {
 		t.Fatal("Register of a name one already holds succeeded")
 	}
-	h.Unregister("a", a2) // a2 does not hold it
+	unregister(h, "a", a2) // a2 does not hold it
 	if m, ok := h.Lookup([]byte("a")); !ok || m != a {
 		t.Fatalf("Lookup after Unregister by a non-holder = %v, %v; want a", m, ok)
 	}
-	h.Unregister("a", a)
+	unregister(h, "a", a)
 	if _, ok := h.Lookup([]byte("a")); ok {
 		t.Fatal("name still held after its holder unregistered")
 	}
-	if !h.Register("a", a2) {
+	if !register(h, "a", a2) {
 		t.Fatal("Register after release failed")
 	}
 	if m, _ := h.Lookup([]byte("a")); m != a2 {
@@ -433,7 +433,7 @@ func TestPresenceCoalesced(t *testing.T) {
 	var r *Room
 	for i := range ms {
 		ms[i] = newFake(userName(i))
-		r = h.Join(ms[i], []byte("storm"), nil)
+		r = mustJoin(h, ms[i], []byte("storm"), nil)
 	}
 	joinedBy := flushes.Load()
 	elapsed := time.Since(start)
@@ -495,7 +495,7 @@ func TestPresenceCoalescedLeaves(t *testing.T) {
 	h := newHub(t, Config{PresenceLimit: 5, PresenceInterval: 10 * time.Millisecond, PresenceNames: 3})
 	r, ms := fill(h, "room", 20)
 	watcher := newFake("watcher")
-	h.Join(watcher, []byte("room"), nil)
+	mustJoin(h, watcher, []byte("room"), nil)
 	waitFlushed(t, r)
 	watcher.events(t)
 
@@ -589,7 +589,7 @@ func TestPublishOrderUnderChurn(t *testing.T) {
 	var watchers []*fakeMember
 	for i := range stayers + publishers {
 		m := newFake(fmt.Sprintf("s%d", i))
-		h.Join(m, name, nil)
+		mustJoin(h, m, name, nil)
 		watchers = append(watchers, m)
 	}
 	var wg sync.WaitGroup
@@ -598,7 +598,7 @@ func TestPublishOrderUnderChurn(t *testing.T) {
 		wg.Go(func() {
 			r := h.Find(name)
 			for j := range perPub {
-				if err := r.Publish(m, fmt.Appendf(nil, "%s/%d", m.name, j)); err != nil {
+				if err := publish(r, m, fmt.Appendf(nil, "%s/%d", m.name, j)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -609,9 +609,9 @@ func TestPublishOrderUnderChurn(t *testing.T) {
 		m := newFake(fmt.Sprintf("c%d", i))
 		wg.Go(func() {
 			for j := range churns {
-				r := h.Join(m, name, nil)
+				r := mustJoin(h, m, name, nil)
 				if j%2 == 0 {
-					r.Publish(m, []byte("churn"))
+					publish(r, m, []byte("churn"))
 				}
 				if !r.Leave(m, nil) {
 					t.Errorf("%s: Leave after Join reported false", m.name)
@@ -666,7 +666,7 @@ func TestJoinLeaveSameRoom(t *testing.T) {
 			m := newFake(fmt.Sprintf("w%d", i))
 			probe := newFake("probe")
 			for j := range rounds {
-				r := h.Join(m, name, nil)
+				r := mustJoin(h, m, name, nil)
 				if j%4 == 0 {
 					r.Members(probe, nil, 100, nil)
 					if ev := probe.only(t); !slices.Contains(ev.Members, m.name) {
@@ -703,7 +703,7 @@ func TestStatsRoomsRejoinWhileEmptying(t *testing.T) {
 		wg.Go(func() {
 			m := &countMember{name: userName(i)}
 			for range 3000 {
-				h.Join(m, name, nil).Leave(m, nil)
+				mustJoin(h, m, name, nil).Leave(m, nil)
 			}
 		})
 	}
@@ -719,8 +719,8 @@ func TestHubSharding(t *testing.T) {
 	h := newHub(t, Config{Shards: shards})
 	for i := range 50 * shards {
 		name := fmt.Sprintf("room-%d", i)
-		h.Join(&countMember{name: "m"}, []byte(name), nil)
-		h.Register(userName(i), &countMember{name: userName(i)})
+		mustJoin(h, &countMember{name: "m"}, []byte(name), nil)
+		register(h, userName(i), &countMember{name: userName(i)})
 	}
 	for i := range h.rooms {
 		if n := len(h.rooms[i].rooms); n == 0 {

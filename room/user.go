@@ -1,0 +1,239 @@
+package room
+
+import (
+	"sync"
+	"time"
+
+	"nbchat/protocol"
+)
+
+// User is a name's state that outlives its connections: which connection
+// holds the name, the user's direct messages (kept for recovery) and the ids
+// of recent messages (so a message resent after a reconnect is stored and
+// delivered once).
+type User struct {
+	name  string
+	shard *userShard
+
+	// member holds the name; guarded by both shard.mu and mu, so holding
+	// either is enough to read it.
+	member Member
+	// offlineAt is when member became nil (milliseconds); guarded by
+	// shard.mu.
+	offlineAt int64
+
+	// mu guards the fields below and orders direct messages.
+	mu       sync.Mutex
+	attached bool // member has its welcome: deliver direct messages to it
+	dmSeq    uint64
+	inbox    history
+	ids      *idRing
+}
+
+// Name returns the user's name.
+func (u *User) Name() string { return u.name }
+
+// Attach sends the user's connection its welcome and then, if dmSince is
+// not negative, every kept direct message after dmSince; from then on new
+// direct messages are delivered to it. Doing both under the user's lock
+// means none is missed or sent twice. A dmSince ahead of the user's latest
+// direct message is an error, and nothing is replayed.
+func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.member != m {
+		return nil
+	}
+	m.Send(protocol.Welcome(u.name, u.dmSeq))
+	u.attached = true
+	if dmSince > int64(u.dmSeq) {
+		return errSinceAhead
+	}
+	if dmSince >= 0 {
+		u.inbox.since(m, uint64(dmSince))
+	}
+	return nil
+}
+
+// deliver numbers a direct message in u's sequence, keeps it and sends it
+// to u's connection if there is one.
+func (u *User) deliver(from, to string, text []byte, ts int64) {
+	u.mu.Lock()
+	u.dmSeq++
+	f := protocol.DM(from, to, text, ts, u.dmSeq)
+	f.Retain(1)
+	u.inbox.add(f, u.dmSeq, ts)
+	if u.attached && u.member != nil {
+		u.member.Send(f)
+	} else {
+		f.Release()
+	}
+	u.mu.Unlock()
+}
+
+// Recall reports the seq under which the message with id was stored in
+// room, if u sent it recently.
+func (u *User) Recall(room string, id []byte) (uint64, bool) {
+	if id == nil {
+		return 0, false
+	}
+	h := idHash(room, id)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ids == nil {
+		return 0, false
+	}
+	return u.ids.find(h)
+}
+
+// Remember records that the message with id was stored in room as seq.
+func (u *User) Remember(room string, id []byte, seq uint64) {
+	if id == nil {
+		return
+	}
+	h := idHash(room, id)
+	u.mu.Lock()
+	if u.ids == nil {
+		u.ids = new(idRing)
+	}
+	u.ids.add(h, seq)
+	u.mu.Unlock()
+}
+
+// idRing remembers the last few message ids a user sent, as hashes.
+type idRing struct {
+	hash [64]uint64
+	seq  [64]uint64
+	next int
+}
+
+func (r *idRing) add(h, seq uint64) {
+	r.hash[r.next], r.seq[r.next] = h, seq
+	r.next = (r.next + 1) % len(r.hash)
+}
+
+func (r *idRing) find(h uint64) (uint64, bool) {
+	for i, v := range r.hash {
+		if v == h && r.seq[i] != 0 {
+			return r.seq[i], true
+		}
+	}
+	return 0, false
+}
+
+// idHash is FNV-1a over the room name and the id: 64 bits make a false
+// match among a user's last 64 ids vanishingly unlikely.
+func idHash(room string, id []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(room); i++ {
+		h = (h ^ uint64(room[i])) * 1099511628211
+	}
+	h = (h ^ 0xFF) * 1099511628211
+	for _, c := range id {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
+
+var (
+	errNoSuchUser = &protocol.Error{Code: protocol.CodeNoSuchUser, Message: "no user by that name"}
+	errSinceAhead = &protocol.Error{Code: protocol.CodeBadRequest, Message: "since is after the latest seq"}
+)
+
+// Register claims name for m. It reports false if another connection holds
+// the name. The user receives nothing until Attach.
+func (h *Hub) Register(name string, m Member) (*User, bool) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[name]
+	if u == nil {
+		u = &User{name: name, shard: s}
+		u.inbox.max = h.cfg.DMHistory
+		s.users[name] = u
+	} else if u.member != nil {
+		return nil, false
+	}
+	u.mu.Lock()
+	u.member, u.attached = m, false
+	u.mu.Unlock()
+	u.offlineAt = 0
+	return u, true
+}
+
+// Unregister releases u's name if m holds it. The user's direct messages
+// and recent ids stay for a while, for when it comes back.
+func (h *Hub) Unregister(u *User, m Member) {
+	s := u.shard
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.member != m {
+		return
+	}
+	u.member, u.attached = nil, false
+	u.offlineAt = time.Now().UnixMilli()
+	if u.inbox.n == 0 && u.ids == nil {
+		delete(s.users, u.name)
+	}
+}
+
+// Lookup returns the connection holding name.
+func (h *Hub) Lookup(name []byte) (Member, bool) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if u := s.users[string(name)]; u != nil && u.member != nil {
+		return u.member, true
+	}
+	return nil, false
+}
+
+func (h *Hub) user(name []byte) *User {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.RLock()
+	u := s.users[string(name)]
+	s.mu.RUnlock()
+	return u
+}
+
+// DM sends text from one user to the user named to, connected or recently
+// connected, and echoes it to the sender; a DM to oneself arrives once.
+// Each party gets it numbered in its own sequence and kept for recovery.
+func (h *Hub) DM(from *User, to, text []byte) *protocol.Error {
+	target := h.user(to)
+	if target == nil {
+		return errNoSuchUser
+	}
+	ts := time.Now().UnixMilli()
+	h.messages.Add(1)
+	target.deliver(from.name, target.name, text, ts)
+	h.deliveries.Add(1)
+	if target != from {
+		from.deliver(from.name, target.name, text, ts)
+		h.deliveries.Add(1)
+	}
+	return nil
+}
+
+// sweepUsers forgets users that have been away longer than OfflineTTL and
+// drops direct messages older than HistoryAge.
+func (h *Hub) sweepUsers(now int64) {
+	cutoff := now - h.cfg.HistoryAge.Milliseconds()
+	gone := now - h.cfg.OfflineTTL.Milliseconds()
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.Lock()
+		for name, u := range s.users {
+			u.mu.Lock()
+			u.inbox.expire(cutoff)
+			if u.member == nil && u.offlineAt < gone {
+				u.inbox.clear()
+				delete(s.users, name)
+			}
+			u.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
+}
