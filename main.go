@@ -12,6 +12,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +42,7 @@ func run(args []string) error {
 		secret   string
 		logLevel slog.Level
 		shutdown time.Duration
+		debug    string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum WebSocket connections (0: the file limit less headroom)")
@@ -60,9 +63,14 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
 	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")
 	fs.DurationVar(&cfg.Room.PresenceInterval, "presence-interval", time.Second, "how often coalesced presence is sent")
+	fs.IntVar(&cfg.Room.HistorySize, "history", 1000, "messages each room keeps for history and recovery (-1: none)")
+	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")
+	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
+	fs.IntVar(&cfg.Room.DMHistory, "dm-history", 200, "direct messages each user keeps for recovery (-1: none)")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per CPU)")
 	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per CPU)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
+	fs.StringVar(&debug, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,6 +91,12 @@ func run(args []string) error {
 		return fmt.Errorf("-rate 0 needs -burst -1 to turn the rate limit off")
 	}
 
+	if debug != "" {
+		go func() {
+			// net/http/pprof registers on the default mux; it is served only here.
+			log.Warn("debug server stopped", "err", http.ListenAndServe(debug, nil))
+		}()
+	}
 	srv, err := loop.New(cfg)
 	if err != nil {
 		return err
