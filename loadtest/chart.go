@@ -138,10 +138,10 @@ func latencyChart(curve [][2]float64) template.HTML {
 
 type htmlData struct {
 	*Report
-	Summary                                            string
-	LatChart, RateChart, ConnChart, RSSChart, P99Chart template.HTML
-	HasServer                                          bool
-	FailText                                           string
+	Summary                                                      string
+	LatChart, RateChart, ConnChart, RSSChart, P99Chart, CPUChart template.HTML
+	HasServer                                                    bool
+	FailText                                                     string
 }
 
 func renderHTML(w io.Writer, r *Report) error {
@@ -153,7 +153,20 @@ func renderHTML(w io.Writer, r *Report) error {
 	srvConns := series{Name: "server nbchat_connections", Color: "#ff7f0e"}
 	rss := series{Name: "server RSS (MiB)", Color: "#d62728"}
 	p99 := series{Name: "p99 latency per 250 ms window (ms)", Color: "#9467bd"}
-	for _, p := range r.Series {
+	genRSS := series{Name: "generator RSS (MiB)", Color: "#7f7f7f"}
+	srvCPU := series{Name: "server CPU (cores)", Color: "#d62728"}
+	genCPU := series{Name: "generator CPU (cores)", Color: "#7f7f7f"}
+	var prev *point
+	for i, p := range r.Series {
+		genRSS.X, genRSS.Y = append(genRSS.X, p.T), append(genRSS.Y, float64(p.GenRSS)/(1<<20))
+		if prev != nil && p.T > prev.T {
+			dt := p.T - prev.T
+			genCPU.X, genCPU.Y = append(genCPU.X, p.T), append(genCPU.Y, max(0, p.GenCPU-prev.GenCPU)/dt)
+			if p.Server != nil && prev.Server != nil {
+				srvCPU.X, srvCPU.Y = append(srvCPU.X, p.T), append(srvCPU.Y, max(0, p.Server.CPU-prev.Server.CPU)/dt)
+			}
+		}
+		prev = &r.Series[i]
 		rate.X, rate.Y = append(rate.X, p.T), append(rate.Y, p.DelivRate)
 		conns.X, conns.Y = append(conns.X, p.T), append(conns.Y, float64(p.Open))
 		p99.X, p99.Y = append(p99.X, p.T), append(p99.Y, float64(p.P99)/1000)
@@ -164,7 +177,8 @@ func renderHTML(w io.Writer, r *Report) error {
 	}
 	d.RateChart = svgChart("deliveries per second", "seconds", "deliveries/s", []series{rate}, nil)
 	d.ConnChart = svgChart("connections", "seconds", "connections", []series{conns, srvConns}, nil)
-	d.RSSChart = svgChart("server RSS", "seconds", "MiB", []series{rss}, nil)
+	d.RSSChart = svgChart("memory", "seconds", "MiB", []series{rss, genRSS}, nil)
+	d.CPUChart = svgChart("CPU", "seconds", "cores", []series{srvCPU, genCPU}, nil)
 	d.P99Chart = svgChart("latency over time", "seconds", "ms", []series{p99}, nil)
 	if !r.Verdict.OK {
 		d.FailText = strings.Join(r.Verdict.Reasons, "; ")

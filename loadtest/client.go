@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
@@ -179,7 +180,19 @@ func (c *client) onFrame(f frame, b *batch) error {
 func (c *client) onMessage(p []byte, b *batch) {
 	g := c.g
 	if g.cfg.Proto == "raw" {
-		c.delivered(p, b)
+		// Hub examples (gorilla's chat) join queued messages with '\n'
+		// into one frame: each line is a delivery.
+		for len(p) > 0 {
+			line := p
+			if i := bytes.IndexByte(p, '\n'); i >= 0 {
+				line, p = p[:i], p[i+1:]
+			} else {
+				p = nil
+			}
+			if len(line) > 0 {
+				c.delivered(line, b)
+			}
+		}
 		return
 	}
 	var f fields

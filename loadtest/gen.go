@@ -218,18 +218,20 @@ func (g *gen) recordConnect(ns int64) {
 
 // tick is the 250 ms progress report of one process.
 type tick struct {
-	Open       int64 `json:"open"`
-	ChurnOpen  int64 `json:"churn_open"`
-	Joined     int64 `json:"joined"`
-	Failed     int64 `json:"failed"`
-	Sent       int64 `json:"sent"`
-	Expected   int64 `json:"expected"`
-	Deliv      int64 `json:"deliv"`
-	Dups       int64 `json:"dups"`
-	ChurnDeliv int64 `json:"churn_deliv"`
-	WinCount   int64 `json:"win_count"`
-	WinP99     int64 `json:"win_p99"`
-	WinMax     int64 `json:"win_max"`
+	Open       int64   `json:"open"`
+	ChurnOpen  int64   `json:"churn_open"`
+	Joined     int64   `json:"joined"`
+	Failed     int64   `json:"failed"`
+	Sent       int64   `json:"sent"`
+	Expected   int64   `json:"expected"`
+	Deliv      int64   `json:"deliv"`
+	Dups       int64   `json:"dups"`
+	ChurnDeliv int64   `json:"churn_deliv"`
+	WinCount   int64   `json:"win_count"`
+	WinP99     int64   `json:"win_p99"`
+	WinMax     int64   `json:"win_max"`
+	RSS        int64   `json:"rss"`
+	CPU        float64 `json:"cpu"`
 }
 
 func (g *gen) tick() tick {
@@ -250,6 +252,7 @@ func (g *gen) tick() tick {
 		s.mu.Unlock()
 	}
 	t.WinCount, t.WinP99, t.WinMax = win.TotalCount(), win.ValueAtQuantile(99), win.Max()
+	t.RSS, t.CPU = procSelf()
 	return t
 }
 

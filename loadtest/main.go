@@ -71,8 +71,9 @@ Presets (-preset; flags given explicitly win):
 
 -proto raw: for servers that broadcast every frame to everyone (the usual hub
 examples). Connects to -url as given, sends the payload as the whole text
-frame, and counts any text frame received as a delivery, with latency from the
-timestamp at its start. No seq checks; loss is reported against "every frame
+frame, and counts any text frame received as a delivery (each '\n'-separated
+line of it, as hubs that coalesce queued messages send them), with latency from
+the timestamp at the start of each. No seq checks; loss is reported against "every frame
 reaches every client" but does not fail the run.
 
 Exit status: 0 ok; 1 loss, duplicates, gaps, reorders, misrouted or extra

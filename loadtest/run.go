@@ -25,6 +25,8 @@ type point struct {
 	Sent      int64      `json:"sent"`
 	P99       int64      `json:"p99_us"` // worst process's p99 over the last 250 ms
 	Max       int64      `json:"max_us"`
+	GenRSS    int64      `json:"generator_rss"`
+	GenCPU    float64    `json:"generator_cpu_seconds"`
 	Server    *srvSample `json:"server,omitempty"`
 }
 
@@ -89,6 +91,8 @@ func (co *coordinator) sum() (t tick) {
 		t.ChurnDeliv += l.ChurnDeliv
 		t.WinP99 = max(t.WinP99, l.WinP99)
 		t.WinMax = max(t.WinMax, l.WinMax)
+		t.RSS += l.RSS
+		t.CPU += l.CPU
 	}
 	return t
 }
@@ -109,7 +113,7 @@ func (co *coordinator) sample(stop <-chan struct{}, done chan<- struct{}) {
 			srv := co.scrape()
 			co.mu.Lock()
 			p := point{T: now.Sub(co.start).Seconds(), Phase: co.phase, Open: t.Open, ChurnOpen: t.ChurnOpen,
-				Deliv: t.Deliv, Sent: t.Sent, P99: t.WinP99, Max: t.WinMax, Server: srv}
+				Deliv: t.Deliv, Sent: t.Sent, P99: t.WinP99, Max: t.WinMax, Server: srv, GenRSS: t.RSS, GenCPU: t.CPU}
 			p.DelivRate = float64(t.Deliv-prev) / now.Sub(prevT).Seconds()
 			prev, prevT = t.Deliv, now
 			co.series = append(co.series, p)
