@@ -157,21 +157,26 @@ func (c *client) onFrame(f frame, b *batch) error {
 			_, _ = nc.Write(appendMasked(buf[:0], opPong, f.payload, uint32(b.now)))
 		}
 	case opClose:
-		c.gotClose.Store(true)
-		if c.closing.Load() {
-			return errServerClosed // our close was echoed: done
+		// RFC 6455 7.1.1: the server closes TCP first, so TIME_WAIT stays
+		// on its side, not on our ports. nbio drops the socket if it does
+		// not within 2 s.
+		nc := c.conn.Load()
+		if nc != nil {
+			_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		}
+		if c.gotClose.Swap(true) || c.closing.Load() {
+			return nil // our close was echoed, or a repeat
 		}
 		code := 1005
 		if len(f.payload) >= 2 {
 			code = int(f.payload[0])<<8 | int(f.payload[1])
-			// Echo the code, as RFC 6455 5.5.1 asks, then drop the socket.
+			// Echo the code, as RFC 6455 5.5.1 asks.
 			var buf [2 + 4 + 2]byte
-			if nc := c.conn.Load(); nc != nil {
+			if nc != nil {
 				_, _ = nc.Write(appendMasked(buf[:0], opClose, f.payload[:2], uint32(b.now)))
 			}
 		}
 		c.g.addCloseCode(code)
-		return errServerClosed
 	}
 	return nil
 }
@@ -421,8 +426,6 @@ func classify(err error) string {
 		return "timeout"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return "eof"
-	case errors.Is(err, errServerClosed):
-		return "server_close"
 	case errors.Is(err, errBadFrame), errors.Is(err, errFrameTooBig):
 		return "bad_frame"
 	}

@@ -18,9 +18,8 @@ const (
 )
 
 var (
-	errFrameTooBig  = errors.New("loadtest: frame larger than 16 MiB")
-	errBadFrame     = errors.New("loadtest: bad frame header")
-	errServerClosed = errors.New("loadtest: close frame from server")
+	errFrameTooBig = errors.New("loadtest: frame larger than 16 MiB")
+	errBadFrame    = errors.New("loadtest: bad frame header")
 )
 
 // maxFrame bounds what one connection may buffer for a half-received frame,

@@ -13,6 +13,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/lesismal/nbio/logging"
 	"github.com/lesismal/nbio/nbhttp"
+	"golang.org/x/sys/unix"
 )
 
 const nRecvShards = 4
@@ -84,7 +85,7 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		// Source addresses only make sense toward loopback, where 127/8 is ours.
 		for i := 0; i < cfg.SrcIPs; i++ {
 			src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
-			g.dialers = append(g.dialers, &net.Dialer{LocalAddr: src, Timeout: cfg.HandshakeTimeout})
+			g.dialers = append(g.dialers, &net.Dialer{LocalAddr: src, Timeout: cfg.HandshakeTimeout, Control: sockopts(0)})
 		}
 	}
 	g.engine = nbhttp.NewEngine(nbhttp.Config{
@@ -325,10 +326,21 @@ func (g *gen) result() shardResult {
 // that stops reading pushes back on the server after a few KiB.
 func (g *gen) slowDialer(id int) *net.Dialer {
 	d := *g.dialer(id)
-	d.Control = func(_, _ string, rc syscall.RawConn) error {
+	d.Control = sockopts(4096)
+	return &d
+}
+
+// sockopts sets IP_BIND_ADDRESS_NO_PORT, so binding a source address leaves
+// the port choice to connect(), which searches by the whole 4-tuple: a plain
+// bind(port 0) scans for a port no socket on that address uses and burns
+// CPU once thousands of ports sit in TIME_WAIT. rcvbuf > 0 shrinks SO_RCVBUF.
+func sockopts(rcvbuf int) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			if rcvbuf > 0 {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+			}
 		})
 	}
-	return &d
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -93,6 +94,17 @@ func main() {
 			os.Exit(0)
 		}
 		os.Exit(2)
+	}
+	// A CPU profile of the generator itself, for when it looks like the
+	// bottleneck: NBCHAT_LOADTEST_CPUPROFILE=/tmp/lt.pprof go run ./loadtest ...
+	if path := os.Getenv("NBCHAT_LOADTEST_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			code := run(cfg, os.Stdout, os.Stderr)
+			pprof.StopCPUProfile()
+			_ = f.Close()
+			os.Exit(code)
+		}
 	}
 	os.Exit(run(cfg, os.Stdout, os.Stderr))
 }
