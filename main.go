@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"nbchat/loop"
+	"nbchat/store"
 	"nbchat/web"
 )
 
@@ -43,6 +44,7 @@ func run(args []string) error {
 		logLevel slog.Level
 		shutdown time.Duration
 		debug    string
+		dataDir  string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum WebSocket connections (0: the file limit less headroom)")
@@ -63,6 +65,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
 	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")
 	fs.DurationVar(&cfg.Room.PresenceInterval, "presence-interval", time.Second, "how often coalesced presence is sent")
+	fs.StringVar(&dataDir, "data", "./data", `directory for the message store ("": history in memory only)`)
 	fs.IntVar(&cfg.Room.HistorySize, "history", 1000, "messages each room keeps for history and recovery (-1: none)")
 	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")
 	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
@@ -87,6 +90,20 @@ func run(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
 	cfg.Logger = log
 	cfg.Page = web.Handler()
+	cfg.Room.Logger = log
+	if dataDir != "" {
+		st, err := store.Open(dataDir, max(cfg.Room.HistorySize, cfg.Room.DMHistory, 1), log)
+		if err != nil {
+			return err
+		}
+		// Closed last: it commits what is queued, then the file.
+		defer func() {
+			if err := st.Close(); err != nil {
+				log.Error("closing the store", "err", err)
+			}
+		}()
+		cfg.Room.Store = st
+	}
 	if cfg.RateLimit == 0 && cfg.RateBurst >= 0 {
 		return fmt.Errorf("-rate 0 needs -burst -1 to turn the rate limit off")
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,19 +20,9 @@ import (
 // TestSIGTERMClosesClientsWith1001 runs the real binary, connects a client,
 // sends SIGTERM and checks the client gets close 1001 and the process exits.
 func TestSIGTERMClosesClientsWith1001(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "nbchat")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "-addr", addr, "-shutdown-timeout", "3s")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	cmd, exited := startBinary(t, bin, "-addr", addr, "-shutdown-timeout", "3s", "-data", t.TempDir())
 	waitHealthy(t, addr)
 
 	conn, r := dialWS(t, addr, "/ws?name=alice&room=lobby")
@@ -48,6 +40,172 @@ func TestSIGTERMClosesClientsWith1001(t *testing.T) {
 		}
 	case <-time.After(6 * time.Second):
 		t.Fatal("process did not exit after SIGTERM")
+	}
+}
+
+func buildBinary(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "nbchat")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, chan error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, exited
+}
+
+// TestSIGKILLLosesNoAcknowledgedMessage floods a room with messages that
+// carry ids, kills the server with SIGKILL mid-flood, restarts it on the
+// same data directory and checks that every acknowledged message is in
+// history, in order, once, and that seq continues after the last one.
+func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
+	bin := buildBinary(t)
+	data := t.TempDir()
+	addr := freeAddr(t)
+	cmd, exited := startBinary(t, bin, "-addr", addr, "-data", data, "-log-level", "warn")
+	waitHealthy(t, addr)
+
+	conn, r := dialWS(t, addr, "/ws?name=flooder&room=lobby")
+	acked := map[int64]string{} // seq -> text
+	var mu sync.Mutex
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			m, err := readJSON(conn, r, 10*time.Second)
+			if err != nil {
+				return // the server died
+			}
+			if m["type"] == "ack" {
+				mu.Lock()
+				acked[int64(m["seq"].(float64))] = m["ref"].(string)
+				mu.Unlock()
+			}
+		}
+	}()
+	// 40 messages/s stays under the rate limit; kill after a while.
+	killAt := time.Now().Add(1500 * time.Millisecond)
+	for i := 0; time.Now().Before(killAt); i++ {
+		id := fmt.Sprintf("m%d", i)
+		if err := writeText(conn, fmt.Sprintf(`{"type":"msg","room":"lobby","text":%q,"id":%q}`, id, id)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	<-readerDone
+	mu.Lock()
+	n := len(acked)
+	mu.Unlock()
+	if n < 10 {
+		t.Fatalf("only %d messages acknowledged before the kill", n)
+	}
+
+	startBinary(t, bin, "-addr", addr, "-data", data, "-log-level", "warn")
+	waitHealthy(t, addr)
+	conn, r = dialWS(t, addr, "/ws?name=reader")
+	if err := writeText(conn, `{"type":"join","room":"lobby","since":0}`); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	seen := map[int64]bool{}
+	for {
+		m, err := readJSON(conn, r, 3*time.Second)
+		if err != nil {
+			break
+		}
+		switch m["type"] {
+		case "joined":
+			last = int64(m["seq"].(float64))
+		case "msg":
+			seq := int64(m["seq"].(float64))
+			if seen[seq] || seq != int64(len(seen))+1 {
+				t.Fatalf("history seq %d after %d: out of order or repeated", seq, len(seen))
+			}
+			seen[seq] = true
+			if text, ok := acked[seq]; ok && m["text"] != text {
+				t.Fatalf("seq %d is %q after restart, was acknowledged as %q", seq, m["text"], text)
+			}
+		}
+		if last > 0 && int64(len(seen)) == last {
+			break
+		}
+	}
+	for seq := range acked {
+		if !seen[seq] {
+			t.Fatalf("acknowledged message seq %d is missing after the restart (%d acked, %d in history)", seq, n, len(seen))
+		}
+	}
+	if err := writeText(conn, `{"type":"msg","room":"lobby","text":"after","id":"x"}`); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := readJSON(conn, r, 3*time.Second)
+		if err != nil {
+			t.Fatalf("no ack after restart: %v", err)
+		}
+		if m["type"] == "ack" {
+			if seq := int64(m["seq"].(float64)); seq != last+1 {
+				t.Fatalf("first seq after restart %d, want %d: seq must continue", seq, last+1)
+			}
+			break
+		}
+	}
+	t.Logf("%d acknowledged before SIGKILL, %d in history after restart", n, len(seen))
+}
+
+// writeText sends a masked text frame (payloads under 126 bytes).
+func writeText(conn net.Conn, s string) error {
+	key := [4]byte{1, 2, 3, 4}
+	b := []byte{0x81, 0x80 | byte(len(s))}
+	b = append(b, key[:]...)
+	for i := 0; i < len(s); i++ {
+		b = append(b, s[i]^key[i%4])
+	}
+	_, err := conn.Write(b)
+	return err
+}
+
+// readJSON reads the next text message, skipping control frames.
+func readJSON(conn net.Conn, r *bufio.Reader, timeout time.Duration) (map[string]any, error) {
+	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		var h [2]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return nil, err
+		}
+		n := int(h[1] & 0x7F)
+		if n == 126 {
+			var e [2]byte
+			if _, err := io.ReadFull(r, e[:]); err != nil {
+				return nil, err
+			}
+			n = int(binary.BigEndian.Uint16(e[:]))
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(r, p); err != nil {
+			return nil, err
+		}
+		if h[0]&0x0F != 0x1 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(p, &m); err != nil {
+			return nil, err
+		}
+		return m, nil
 	}
 }
 

@@ -358,15 +358,15 @@ func (c *conn) publish(room *room.Room, r *protocol.Request) {
 		c.Send(protocol.Ack(r.ID, room.Name(), seq))
 		return
 	}
-	seq, err := room.Publish(c, r.Text)
-	if err != nil {
+	if _, err := room.Publish(c, r.Text, r.ID); err != nil {
 		c.replyError(r.ID, err)
-		return
 	}
-	if r.ID != nil {
-		c.user.Remember(room.Name(), r.ID, seq)
-		c.Send(protocol.Ack(r.ID, room.Name(), seq))
-	}
+}
+
+// Acked implements room.Acker: the message c sent with id is stored as seq.
+func (c *conn) Acked(room string, id []byte, seq uint64) {
+	c.user.Remember(room, id, seq)
+	c.Send(protocol.Ack(id, room, seq))
 }
 
 // join puts c in the room called name, catching it up from since (-1:

@@ -183,7 +183,7 @@ func mustJoin(h *Hub, m Member, name, ref []byte) *Room {
 }
 
 func publish(r *Room, m Member, text []byte) *protocol.Error {
-	_, err := r.Publish(m, text)
+	_, err := r.Publish(m, text, nil)
 	return err
 }
 

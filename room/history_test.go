@@ -146,7 +146,7 @@ func TestRoomWithHistoryOutlivesItsMembers(t *testing.T) {
 		t.Fatal("a room with history went away when it emptied")
 	}
 	r2 := mustJoin(h, alice, []byte("lobby"), nil)
-	if seq, _ := r2.Publish(alice, []byte("three")); seq != 3 {
+	if seq, _ := r2.Publish(alice, []byte("three"), nil); seq != 3 {
 		t.Fatalf("seq after the room emptied is %d, want 3: seq must not go back", seq)
 	}
 	// Once its history expires, an empty room is swept away.

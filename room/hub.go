@@ -3,12 +3,14 @@ package room
 import (
 	"cmp"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"nbchat/protocol"
+	"nbchat/store"
 )
 
 // Config configures a Hub. The zero value is valid: every field has a
@@ -42,6 +44,11 @@ type Config struct {
 	// OfflineTTL is how long a user's direct messages and recent message
 	// ids outlive its last connection. Default 1h.
 	OfflineTTL time.Duration
+	// Store, if set, keeps messages on disk: a message is shown and
+	// acknowledged only once stored, and seqs continue after a restart.
+	Store *store.Store
+	// Logger receives errors loading from the store. Default slog.Default().
+	Logger *slog.Logger
 	// OnBroadcast, if set, is called after each room broadcast with the
 	// number of recipients and how long enqueueing to them took.
 	OnBroadcast func(recipients int, d time.Duration)
@@ -80,6 +87,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OfflineTTL == 0 {
 		c.OfflineTTL = time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return nil
 }
@@ -205,6 +215,22 @@ func (h *Hub) remove(r *Room) {
 		h.roomCount.Add(-1)
 	}
 	s.mu.Unlock()
+}
+
+// load fills a new room's or user's seq and history from the store.
+func (h *Hub) load(key string, seq *uint64, hist *history) {
+	if h.cfg.Store == nil {
+		return
+	}
+	last, entries, err := h.cfg.Store.Load(key, hist.max)
+	if err != nil {
+		h.cfg.Logger.Error("loading history", "stream", key, "err", err)
+	}
+	*seq = last
+	for _, e := range entries {
+		hist.add(protocol.NewFrame(protocol.OpText, e.Payload), e.Seq, e.TS)
+	}
+	hist.expire(time.Now().Add(-h.cfg.HistoryAge).UnixMilli())
 }
 
 // sweepRooms drops expired history and rooms left with nothing.

@@ -8,12 +8,14 @@ import (
 	"github.com/google/btree"
 
 	"nbchat/protocol"
+	"nbchat/store"
 )
 
 // Room is a named group of members with its own message sequence.
 type Room struct {
 	// Immutable after creation.
 	name  string
+	key   string // the room's stream on disk
 	hub   *Hub
 	shard *roomShard
 
@@ -28,24 +30,50 @@ type Room struct {
 	members []Member       // fan-out order
 	index   map[Member]int // position of each member in members
 	names   *btree.BTreeG[string]
-	seq     uint64
+	seq     uint64 // the last seq given out
+	durable uint64 // the last seq stored and shown; seq when there is no store
 	hist    history
+	// pending are messages numbered but not yet on disk (with a store):
+	// they are shown, kept and acknowledged once the store says so.
+	pending []pendingMsg
 
 	// Coalesced presence waiting for the next tick (big rooms only).
 	joined, left   []string
 	presenceQueued bool
 }
 
+// pendingMsg is a message waiting for the store.
+type pendingMsg struct {
+	f    *protocol.Frame // one reference
+	seq  uint64
+	ts   int64
+	from Member
+	id   []byte // a copy of the request id, to acknowledge
+}
+
+// Acker is implemented by members that want to know when a message they
+// sent with an id is stored.
+type Acker interface {
+	Acked(room string, id []byte, seq uint64)
+}
+
 func newRoom(h *Hub, s *roomShard, name string) *Room {
-	return &Room{
+	r := &Room{
 		name:  name,
+		key:   "r/" + name,
 		hub:   h,
 		shard: s,
 		index: make(map[Member]int),
 		names: btree.NewG(16, func(a, b string) bool { return a < b }),
 		hist:  history{max: max(h.cfg.HistorySize, 0)},
 	}
+	h.load(r.key, &r.seq, &r.hist)
+	r.durable = r.seq
+	return r
 }
+
+// Key implements store.Stream.
+func (r *Room) Key() string { return r.key }
 
 // Name returns the room's name.
 func (r *Room) Name() string { return r.name }
@@ -62,7 +90,7 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 	if r.gone.Load() {
 		return false, nil
 	}
-	if since > int64(r.seq) {
+	if since > int64(r.durable) {
 		return true, errSinceAhead
 	}
 	if _, ok := r.index[m]; !ok {
@@ -75,11 +103,11 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 	rec := protocol.RecoveryNone
 	if since >= 0 {
 		rec = protocol.RecoveryPartial
-		if r.hist.covers(uint64(since), r.seq) {
+		if r.hist.covers(uint64(since), r.durable) {
 			rec = protocol.RecoveryFull
 		}
 	}
-	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.seq, rec))
+	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.durable, rec))
 	switch {
 	case since >= 0:
 		r.hist.since(m, uint64(since))
@@ -120,7 +148,7 @@ func (r *Room) remove(m Member) bool {
 	r.count.Store(int32(len(r.members)))
 	// An empty room stays while it keeps history, so its seq continues
 	// and returning members can recover; the sweep drops it later.
-	gone := len(r.members) == 0 && r.hist.n == 0
+	gone := len(r.members) == 0 && r.hist.n == 0 && len(r.pending) == 0
 	if gone {
 		r.gone.Store(true)
 	} else if len(r.members) > 0 {
@@ -135,9 +163,11 @@ func (r *Room) remove(m Member) bool {
 
 var errNotMember = &protocol.Error{Code: protocol.CodeNotMember, Message: "not a member of that room"}
 
-// Publish sends text from m to every member, m included, with the room's
-// next seq, and keeps it in the room's history. It returns the seq.
-func (r *Room) Publish(m Member, text []byte) (uint64, *protocol.Error) {
+// Publish numbers text from m with the room's next seq. Once it is stored
+// (at once without a store) it is kept in the room's history, sent to every
+// member, m included, and, if id is not nil and m is an Acker, acknowledged.
+// It returns the seq.
+func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 	ts := time.Now().UnixMilli()
 	r.mu.Lock()
 	if _, ok := r.index[m]; !ok {
@@ -147,12 +177,53 @@ func (r *Room) Publish(m Member, text []byte) (uint64, *protocol.Error) {
 	r.seq++
 	seq := r.seq
 	f := protocol.Msg(r.name, m.Name(), text, seq, ts)
-	f.Retain(1)
-	r.hist.add(f, seq, ts)
-	r.broadcastLocked(f)
+	if st := r.hub.cfg.Store; st != nil {
+		f.Retain(1) // the store's reference
+		r.pending = append(r.pending, pendingMsg{f: f, seq: seq, ts: ts, from: m, id: clone(id)})
+		// Appending under the lock keeps the store's order the seq order.
+		st.Append(store.Record{Stream: r, Seq: seq, TS: ts, Frame: f})
+	} else {
+		r.showLocked(f, seq, ts, m, id)
+	}
 	r.mu.Unlock()
 	r.hub.messages.Add(1)
 	return seq, nil
+}
+
+// Durable implements store.Stream: messages up to seq are on disk.
+func (r *Room) Durable(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for n < len(r.pending) && r.pending[n].seq <= seq {
+		p := &r.pending[n]
+		r.showLocked(p.f, p.seq, p.ts, p.from, p.id)
+		*p = pendingMsg{}
+		n++
+	}
+	r.pending = r.pending[:copy(r.pending, r.pending[n:])]
+}
+
+// showLocked keeps a stored message, sends it to every member and
+// acknowledges it; it takes over the caller's reference to f. r.mu must
+// be held.
+func (r *Room) showLocked(f *protocol.Frame, seq uint64, ts int64, from Member, id []byte) {
+	r.durable = seq
+	f.Retain(1)
+	r.hist.add(f, seq, ts)
+	r.broadcastLocked(f)
+	if id != nil {
+		if a, ok := from.(Acker); ok {
+			a.Acked(r.name, id, seq)
+		}
+	}
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }
 
 // History sends m, a member, up to limit kept messages before seq before
@@ -174,7 +245,7 @@ func (r *Room) sweep(cutoff int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hist.expire(cutoff)
-	if len(r.members) == 0 && r.hist.n == 0 {
+	if len(r.members) == 0 && r.hist.n == 0 && len(r.pending) == 0 {
 		r.gone.Store(true)
 		return true
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"nbchat/protocol"
+	"nbchat/store"
 )
 
 // User is a name's state that outlives its connections: which connection
@@ -13,6 +14,8 @@ import (
 // delivered once).
 type User struct {
 	name  string
+	key   string // the user's direct messages on disk
+	hub   *Hub
 	shard *userShard
 
 	// member holds the name; guarded by both shard.mu and mu, so holding
@@ -24,11 +27,16 @@ type User struct {
 
 	// mu guards the fields below and orders direct messages.
 	mu       sync.Mutex
-	attached bool // member has its welcome: deliver direct messages to it
-	dmSeq    uint64
+	attached bool   // member has its welcome: deliver direct messages to it
+	dmSeq    uint64 // the last seq given out
+	durable  uint64 // the last seq stored and delivered
 	inbox    history
+	pending  []pendingMsg // direct messages waiting for the store
 	ids      *idRing
 }
+
+// Key implements store.Stream.
+func (u *User) Key() string { return u.key }
 
 // Name returns the user's name.
 func (u *User) Name() string { return u.name }
@@ -44,9 +52,9 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 	if u.member != m {
 		return nil
 	}
-	m.Send(protocol.Welcome(u.name, u.dmSeq))
+	m.Send(protocol.Welcome(u.name, u.durable))
 	u.attached = true
-	if dmSince > int64(u.dmSeq) {
+	if dmSince > int64(u.durable) {
 		return errSinceAhead
 	}
 	if dmSince >= 0 {
@@ -55,20 +63,47 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 	return nil
 }
 
-// deliver numbers a direct message in u's sequence, keeps it and sends it
-// to u's connection if there is one.
+// deliver numbers a direct message in u's sequence; once stored (at once
+// without a store) it is kept and sent to u's connection if there is one.
 func (u *User) deliver(from, to string, text []byte, ts int64) {
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	u.dmSeq++
 	f := protocol.DM(from, to, text, ts, u.dmSeq)
+	if st := u.hub.cfg.Store; st != nil {
+		f.Retain(1) // the store's reference
+		u.pending = append(u.pending, pendingMsg{f: f, seq: u.dmSeq, ts: ts})
+		st.Append(store.Record{Stream: u, Seq: u.dmSeq, TS: ts, Frame: f})
+		return
+	}
+	u.showLocked(f, u.dmSeq, ts)
+}
+
+// Durable implements store.Stream: direct messages up to seq are on disk.
+func (u *User) Durable(seq uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for n < len(u.pending) && u.pending[n].seq <= seq {
+		p := &u.pending[n]
+		u.showLocked(p.f, p.seq, p.ts)
+		*p = pendingMsg{}
+		n++
+	}
+	u.pending = u.pending[:copy(u.pending, u.pending[n:])]
+}
+
+// showLocked keeps a stored direct message and sends it to u's connection;
+// it takes over the caller's reference to f. u.mu must be held.
+func (u *User) showLocked(f *protocol.Frame, seq uint64, ts int64) {
+	u.durable = seq
 	f.Retain(1)
-	u.inbox.add(f, u.dmSeq, ts)
+	u.inbox.add(f, seq, ts)
 	if u.attached && u.member != nil {
 		u.member.Send(f)
 	} else {
 		f.Release()
 	}
-	u.mu.Unlock()
 }
 
 // Recall reports the seq under which the message with id was stored in
@@ -148,8 +183,10 @@ func (h *Hub) Register(name string, m Member) (*User, bool) {
 	defer s.mu.Unlock()
 	u := s.users[name]
 	if u == nil {
-		u = &User{name: name, shard: s}
-		u.inbox.max = h.cfg.DMHistory
+		u = &User{name: name, key: "u/" + name, hub: h, shard: s}
+		u.inbox.max = max(h.cfg.DMHistory, 0)
+		h.load(u.key, &u.dmSeq, &u.inbox)
+		u.durable = u.dmSeq
 		s.users[name] = u
 	} else if u.member != nil {
 		return nil, false
@@ -174,7 +211,7 @@ func (h *Hub) Unregister(u *User, m Member) {
 	}
 	u.member, u.attached = nil, false
 	u.offlineAt = time.Now().UnixMilli()
-	if u.inbox.n == 0 && u.ids == nil {
+	if u.inbox.n == 0 && u.ids == nil && len(u.pending) == 0 {
 		delete(s.users, u.name)
 	}
 }
@@ -228,7 +265,7 @@ func (h *Hub) sweepUsers(now int64) {
 		for name, u := range s.users {
 			u.mu.Lock()
 			u.inbox.expire(cutoff)
-			if u.member == nil && u.offlineAt < gone {
+			if u.member == nil && u.offlineAt < gone && len(u.pending) == 0 {
 				u.inbox.clear()
 				delete(s.users, name)
 			}
