@@ -16,9 +16,10 @@ run: ## run the server on $(ADDR) (open http://$(ADDR)/)
 build: ## build the server into $(BIN)
 	$(GO) build -o $(BIN) .
 
-test: lint deps ## vet, format check and every test with the race detector
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -run 'Test.*NoAlloc|TestPublishNoAllocs' ./protocol ./room ./loop
+test: lint deps ## vet, format check, every test with the race detector, a load-test smoke run
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -run 'NoAlloc' ./protocol ./room ./loop ./loadtest
+	loadtest/with-server.sh -preset smoke -progress lines -out reports/smoke
 
 test-short: ## the tests without the race detector
 	$(GO) test -count=1 $(PKGS)
@@ -43,6 +44,15 @@ fuzz: ## run each fuzz target for $(FUZZTIME)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./protocol
+
+loadtest: ## start a server and run the default load test (10,000 connections, ~2 min); report in reports/default
+	loadtest/with-server.sh -preset default -out reports/default
+
+loadtest-max: ## the 19,000-connection idle, one-big-room and many-rooms scenarios
+	loadtest/with-server.sh -preset idle19k -out reports/idle19k
+	loadtest/with-server.sh -preset room5k -out reports/room5k
+	loadtest/with-server.sh -preset room5k-max -out reports/room5k-max
+	loadtest/with-server.sh -preset rooms19k -out reports/rooms19k
 
 check: lint deps test ## everything CI runs
 
