@@ -51,6 +51,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.MaxText, "max-text", 4096, "maximum message text in bytes (larger: error too_large)")
 	fs.IntVar(&cfg.MaxMessage, "max-message", 64<<10, "maximum WebSocket message in bytes (larger: close 1009)")
 	fs.IntVar(&cfg.MaxPending, "max-pending", 1<<20, "unsent bytes per connection before it is closed as a slow consumer (4008)")
+	fs.BoolVar(&cfg.Compress, "compress", false, "negotiate permessage-deflate; each broadcast is compressed once and shared")
 	fs.IntVar(&cfg.MaxRoomsPerConn, "max-rooms", 32, "rooms one connection may be in")
 	fs.Float64Var(&cfg.RateLimit, "rate", 50, "messages per second per connection (sustained)")
 	fs.IntVar(&cfg.RateBurst, "burst", 100, "message burst per connection; -1 with -rate 0 turns the limit off")

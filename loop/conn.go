@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
 
@@ -23,8 +24,11 @@ type conn struct {
 	hc   net.Conn // written through: nbc, or with TLS the conn that encrypts
 	name string
 	fl   *flusher
-	ip   netip.Addr // counted in srv.perIP; zero when that limit is off
-	user *room.User
+	// deflate: the peer negotiated permessage-deflate (without context
+	// takeover), so text frames may be sent and received compressed.
+	deflate bool
+	ip      netip.Addr // counted in srv.perIP; zero when that limit is off
+	user    *room.User
 	// allowed lists the only rooms c may join (its token's rooms claim);
 	// nil: any room.
 	allowed []string
@@ -71,6 +75,15 @@ func (c *conn) Name() string { return c.name }
 
 // Send implements room.Member: it queues f, taking over one reference.
 func (c *conn) Send(f *protocol.Frame) {
+	if c.deflate {
+		// The compressed form is made once per frame and shared by every
+		// member that negotiated permessage-deflate.
+		if z := f.Deflated(); z != f {
+			z.Retain(1)
+			f.Release()
+			f = z
+		}
+	}
 	n := len(f.Bytes())
 	c.qmu.Lock()
 	if c.closing {
@@ -236,6 +249,10 @@ func (c *conn) CloseAndClean(err error) {
 	c.srv.m.closed(why)
 }
 
+// inflateBufs holds buffers for decompressed messages, so connections that
+// compress keep none of their own between messages.
+var inflateBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
 // Decoder callbacks; they run under c.hmu inside Parse.
 
 func (c *conn) onMessage(text, compressed bool, payload []byte) {
@@ -243,9 +260,27 @@ func (c *conn) onMessage(text, compressed bool, payload []byte) {
 		return
 	}
 	c.srv.m.messagesIn.Add(1)
-	if !text || compressed {
+	if !text {
 		c.replyError(nil, protocol.ErrBinary)
 		return
+	}
+	if compressed {
+		bp := inflateBufs.Get().(*[]byte)
+		defer inflateBufs.Put(bp)
+		var err error
+		if *bp, err = protocol.Inflate((*bp)[:0], payload, c.srv.cfg.MaxMessage); err != nil {
+			if err == protocol.ErrInflatedTooLarge {
+				c.close(protocolReason(CloseTooBig, "message inflates past the limit"))
+			} else {
+				c.close(protocolReason(CloseInvalidPayload, "bad compressed data"))
+			}
+			return
+		}
+		if !utf8.Valid(*bp) {
+			c.close(protocolReason(CloseInvalidPayload, "invalid UTF-8"))
+			return
+		}
+		payload = *bp
 	}
 	if !c.limiter.allow(c.srv.tick.Load(), &c.srv.cfg) {
 		c.onRateLimited()

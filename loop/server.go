@@ -37,6 +37,9 @@ type Config struct {
 	// MaxPending caps a connection's output not yet taken by the kernel;
 	// past it the connection is closed as a slow consumer. Default 1 MiB.
 	MaxPending int
+	// Compress negotiates permessage-deflate with clients that offer it:
+	// each broadcast is compressed once and shared by those members.
+	Compress bool
 	// MaxRoomsPerConn caps the rooms one connection may be in. Default 32.
 	MaxRoomsPerConn int
 	// MaxConnsPerIP caps the connections from one remote address; past it

@@ -68,6 +68,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip}
 	c.dec.maxMessage = s.cfg.MaxMessage
+	if s.cfg.Compress && offersDeflate(r.Header) {
+		c.deflate, c.dec.allowRSV1 = true, true
+	}
 	user, ok := s.hub.Register(name, c)
 	if !ok {
 		s.perIP.release(ip)
@@ -95,7 +98,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	resp := make([]byte, 0, 160)
 	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	resp = append(resp, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
-	resp = append(resp, "\r\n\r\n"...)
+	resp = append(resp, "\r\n"...)
+	if c.deflate {
+		resp = append(resp, "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"...)
+	}
+	resp = append(resp, "\r\n"...)
 	if _, err := hc.Write(resp); err != nil {
 		return // nbio closes the socket; CloseAndClean undoes the rest
 	}
@@ -203,6 +210,36 @@ func takeOver(w http.ResponseWriter) (*nbio.Conn, net.Conn, error) {
 	}
 	_ = nc.Close()
 	return nil, nil, http.ErrNotSupported
+}
+
+// offersDeflate reports whether the client offers permessage-deflate with
+// parameters we can accept (RFC 7692): we compress each message on its
+// own with a full window, and ask the client to do the same, so an offer
+// that limits our window below 15 bits is declined.
+func offersDeflate(h http.Header) bool {
+	for _, v := range h.Values("Sec-WebSocket-Extensions") {
+		for offer := range strings.SplitSeq(v, ",") {
+			params := strings.Split(offer, ";")
+			if strings.TrimSpace(params[0]) != "permessage-deflate" {
+				continue
+			}
+			ok := true
+			for _, p := range params[1:] {
+				name, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				switch strings.TrimSpace(name) {
+				case "server_no_context_takeover", "client_no_context_takeover", "client_max_window_bits":
+				case "server_max_window_bits":
+					ok = ok && strings.Trim(strings.TrimSpace(val), `"`) == "15"
+				default:
+					ok = false
+				}
+			}
+			if ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

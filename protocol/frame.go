@@ -32,6 +32,11 @@ type Frame struct {
 	buf  []byte // headroom, then the payload
 	off  int    // where the header starts in buf
 	refs atomic.Int32
+
+	// z is the compressed form (see Deflated), made at most once under
+	// zmu; f holds one reference to it unless it is f itself.
+	zmu sync.Mutex
+	z   atomic.Pointer[Frame]
 }
 
 var framePool = sync.Pool{New: func() any { return &Frame{buf: make([]byte, headroom, 512)} }}
@@ -88,6 +93,9 @@ func (f *Frame) Retain(n int) { f.refs.Add(int32(n)) }
 func (f *Frame) Release() {
 	switch n := f.refs.Add(-1); {
 	case n == 0:
+		if z := f.z.Swap(nil); z != nil && z != f {
+			z.Release()
+		}
 		if cap(f.buf) <= maxPooledFrame {
 			framePool.Put(f)
 		}
