@@ -16,6 +16,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -38,13 +39,14 @@ func run(args []string) error {
 	}
 	fs := flag.NewFlagSet("nbchat", flag.ContinueOnError)
 	var (
-		cfg      loop.Config
-		origins  string
-		secret   string
-		logLevel slog.Level
-		shutdown time.Duration
-		debug    string
-		dataDir  string
+		cfg       loop.Config
+		origins   string
+		secret    string
+		logLevel  slog.Level
+		shutdown  time.Duration
+		debugAddr string
+		dataDir   string
+		gcPct     int
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum WebSocket connections (0: the file limit less headroom)")
@@ -74,7 +76,8 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per CPU)")
 	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per CPU)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
-	fs.StringVar(&debug, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
+	fs.IntVar(&gcPct, "gc-percent", 50, "Go GC target percent (GOGC, which overrides it): lower keeps memory per idle connection down")
+	fs.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,6 +87,12 @@ func run(args []string) error {
 	}
 	if secret != "" {
 		cfg.AuthSecret = []byte(secret)
+	}
+	if os.Getenv("GOGC") == "" {
+		// Most of the heap is long-lived connection state and the hot
+		// paths allocate almost nothing, so collecting at +50% instead
+		// of +100% costs little CPU and a third less memory.
+		debug.SetGCPercent(gcPct)
 	}
 	if origins != "" {
 		cfg.AllowedOrigins = strings.Split(origins, ",")
@@ -109,10 +118,10 @@ func run(args []string) error {
 		return fmt.Errorf("-rate 0 needs -burst -1 to turn the rate limit off")
 	}
 
-	if debug != "" {
+	if debugAddr != "" {
 		go func() {
 			// net/http/pprof registers on the default mux; it is served only here.
-			log.Warn("debug server stopped", "err", http.ListenAndServe(debug, nil))
+			log.Warn("debug server stopped", "err", http.ListenAndServe(debugAddr, nil))
 		}()
 	}
 	srv, err := loop.New(cfg)

@@ -67,6 +67,8 @@ type Report struct {
 		RSSPerConn    float64 `json:"rss_per_conn"`
 		Goroutines    float64 `json:"goroutines_after_ramp"`
 		GoroutinesMax float64 `json:"goroutines_max"`
+		CPURamp       float64 `json:"cpu_seconds_ramp"`
+		CPUPerConnUS  float64 `json:"cpu_us_per_connection"` // ramp CPU per joined connection: handshake, join, presence
 		CPUTraffic    float64 `json:"cpu_seconds_traffic"`
 		CPUPerMillion float64 `json:"cpu_seconds_per_million_deliveries"`
 		DelivSource   string  `json:"deliveries_counted_by"`
@@ -190,8 +192,10 @@ func (co *coordinator) serverFigures(r *Report, o outcome, srvErr string) {
 	}
 	s.Available = true
 	s.RSSBefore, s.RSSAfterRamp, s.Goroutines = o.srvStart.RSS, o.srvRamp.RSS, o.srvRamp.Goroutines
+	s.CPURamp = o.srvRamp.CPU - o.srvStart.CPU
 	if n := float64(r.Connect.Joined); n > 0 {
 		s.RSSPerConn = (o.srvRamp.RSS - o.srvStart.RSS) / n
+		s.CPUPerConnUS = s.CPURamp / n * 1e6
 	}
 	for _, p := range r.Series {
 		if p.Server != nil {
@@ -346,6 +350,7 @@ func printSummary(w io.Writer, r *Report) {
 	if s.Available {
 		fmt.Fprintf(w, "server:     RSS %.1f MiB after ramp (%+.0f B/conn vs. before the ramp), peak %.1f MiB; goroutines %.0f (max %.0f); CPU %.2fs in traffic = %.2fs per million deliveries\n",
 			s.RSSAfterRamp/(1<<20), s.RSSPerConn, s.RSSPeak/(1<<20), s.Goroutines, s.GoroutinesMax, s.CPUTraffic, s.CPUPerMillion)
+		fmt.Fprintf(w, "  ramp:     CPU %.2fs = %.1f us per connection (handshake, join, presence)\n", s.CPURamp, s.CPUPerConnUS)
 	} else {
 		fmt.Fprintf(w, "server:     no metrics (%s)\n", s.Error)
 	}

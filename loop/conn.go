@@ -53,7 +53,6 @@ type conn struct {
 	// hmu serializes request handling (the poller) with the close path.
 	hmu     sync.Mutex
 	dec     decoder
-	req     protocol.Request
 	rooms   []*room.Room
 	limiter tokenBucket
 	cleaned bool
@@ -249,6 +248,8 @@ func (c *conn) CloseAndClean(err error) {
 	c.srv.m.closed(why)
 }
 
+var requests = sync.Pool{New: func() any { return new(protocol.Request) }}
+
 // inflateBufs holds buffers for decompressed messages, so connections that
 // compress keep none of their own between messages.
 var inflateBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -286,7 +287,10 @@ func (c *conn) onMessage(text, compressed bool, payload []byte) {
 		c.onRateLimited()
 		return
 	}
-	r := &c.req
+	// Requests are pooled, not kept per connection: an idle connection
+	// should cost as little memory as possible.
+	r := requests.Get().(*protocol.Request)
+	defer requests.Put(r)
 	if err := r.Decode(payload, c.srv.cfg.MaxText); err != nil {
 		c.replyError(r.ID, err)
 		return

@@ -66,7 +66,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip}
+	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip, dirty: true}
 	c.dec.maxMessage = s.cfg.MaxMessage
 	if s.cfg.Compress && offersDeflate(r.Header) {
 		c.deflate, c.dec.allowRSV1 = true, true
@@ -95,25 +95,47 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	nbc.SetSession(c)
-	resp := make([]byte, 0, 160)
-	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	resp = append(resp, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
-	resp = append(resp, "\r\n"...)
-	if c.deflate {
-		resp = append(resp, "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"...)
-	}
-	resp = append(resp, "\r\n"...)
-	if _, err := hc.Write(resp); err != nil {
-		return // nbio closes the socket; CloseAndClean undoes the rest
-	}
+	// The connection starts corked (dirty, with no flusher scheduled): the
+	// welcome and the joined reply queue up and leave in the same write as
+	// the 101, one system call per handshake instead of two.
 	_ = nbc.SetReadDeadline(time.Time{})
-	s.m.handshakes.WithLabelValues("101").Inc()
 	if err := user.Attach(c, dmSince); err != nil {
 		c.replyError(nil, err)
 	}
 	if roomName != "" {
 		c.join([]byte(roomName), nil, -1)
 	}
+	buf := make([]byte, 0, 512)
+	buf = append(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	buf = append(buf, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
+	buf = append(buf, "\r\n"...)
+	if c.deflate {
+		buf = append(buf, "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"...)
+	}
+	buf = append(buf, "\r\n"...)
+	c.qmu.Lock()
+	if !c.sendFin {
+		for i, f := range c.queue {
+			buf = append(buf, f.Bytes()...)
+			f.Release()
+			c.queue[i] = nil
+		}
+		c.queue, c.queued = c.queue[:0], 0
+	}
+	c.qmu.Unlock()
+	c.unsent.Add(int64(len(buf)))
+	if _, err := hc.Write(buf); err != nil {
+		return // nbio closes the socket; CloseAndClean undoes the rest
+	}
+	s.m.handshakes.WithLabelValues("101").Inc()
+	// Uncork: whatever was queued meanwhile goes to the flusher.
+	c.qmu.Lock()
+	if len(c.queue) > 0 {
+		c.fl.add(c)
+	} else {
+		c.dirty = false
+	}
+	c.qmu.Unlock()
 }
 
 // parseSince reads the dm_since query parameter: -1 when absent, -2 when
