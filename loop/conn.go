@@ -22,55 +22,55 @@ type conn struct {
 	srv  *Server
 	nbc  *nbio.Conn
 	hc   net.Conn // written through: nbc, or with TLS the conn that encrypts
-	name string
 	fl   *flusher
+	ip   netip.Addr // counted in srv.perIP; zero when that limit is off
+	user *room.User // holds c's name; set before c is seen by rooms
+	// allowed lists the only rooms c may join (its token's rooms claim);
+	// nil: any room.
+	allowed *[]string
 	// deflate: the peer negotiated permessage-deflate (without context
 	// takeover), so text frames may be sent and received compressed.
 	deflate bool
-	ip      netip.Addr // counted in srv.perIP; zero when that limit is off
-	user    *room.User
-	// allowed lists the only rooms c may join (its token's rooms claim);
-	// nil: any room.
-	allowed []string
+
+	// Owned by the janitor: upgraded is the tick of the upgrade, settled
+	// records that the handshake read deadline was cleared once more.
+	settled  bool
+	upgraded int64
 
 	// lastRead is the janitor tick at which data last arrived; pinged
 	// records that a ping went out since then.
 	lastRead atomic.Int64
 	pinged   atomic.Bool
-	// unsent counts bytes handed to nbio that the kernel has not taken yet
-	// (nbio reports writes through OnWrittenSize).
-	unsent atomic.Int64
 	// finAfterWrite asks for the write side to be shut once unsent reaches
 	// zero: the close frame is out, and the FIN tells the peer no more
 	// follows (RFC 6455 section 7.1.1: the server closes TCP first).
 	finAfterWrite atomic.Bool
-
-	// Owned by the janitor: upgraded is the tick of the upgrade, settled
-	// records that the handshake read deadline was cleared once more.
-	upgraded int64
-	settled  bool
+	// unsent counts bytes handed to nbio that the kernel has not taken yet
+	// (nbio reports writes through OnWrittenSize).
+	unsent atomic.Int64
 
 	// hmu serializes request handling (the poller) with the close path.
 	hmu     sync.Mutex
+	cleaned bool
 	dec     decoder
 	rooms   []*room.Room
 	limiter tokenBucket
-	cleaned bool
 
-	// qmu guards the outbound queue and the close state.
+	// qmu guards the outbound queue and the close state. Fields are sized
+	// and ordered to keep an idle connection small.
 	qmu     sync.Mutex
-	queue   []*protocol.Frame
-	queued  int   // bytes in queue
 	dirty   bool  // on the flusher's ready list
 	closing bool  // a close frame is queued or sent: accept no more frames
 	sendFin bool  // the queue ends with the close frame
-	closeBy int64 // janitor tick after which the socket is closed
-	// closeReason is why the connection is closing, for /metrics.
-	closeReason closeReason
+	queued  int32 // bytes in queue (bounded by MaxPending)
+	closeBy int32 // janitor tick after which the socket is closed
+	queue   []*protocol.Frame
+	// closeLabel says why the connection is closing, for /metrics.
+	closeLabel string
 }
 
 // Name implements room.Member.
-func (c *conn) Name() string { return c.name }
+func (c *conn) Name() string { return c.user.Name() }
 
 // Send implements room.Member: it queues f, taking over one reference.
 func (c *conn) Send(f *protocol.Frame) {
@@ -90,7 +90,7 @@ func (c *conn) Send(f *protocol.Frame) {
 		f.Release()
 		return
 	}
-	if c.queued+int(c.unsent.Load())+n > c.srv.cfg.MaxPending {
+	if int(c.queued)+int(c.unsent.Load())+n > c.srv.cfg.MaxPending {
 		c.qmu.Unlock()
 		f.Release()
 		c.close(reasonSlowConsumer)
@@ -103,7 +103,7 @@ func (c *conn) Send(f *protocol.Frame) {
 // enqueueLocked appends f and schedules a flush. c.qmu must be held.
 func (c *conn) enqueueLocked(f *protocol.Frame, n int) {
 	c.queue = append(c.queue, f)
-	c.queued += n
+	c.queued += int32(n)
 	if !c.dirty {
 		c.dirty = true
 		// fl.mu nests inside qmu; the flusher never takes qmu under fl.mu.
@@ -177,8 +177,8 @@ func (c *conn) close(why closeReason) {
 // sent, and sets the deadline for the peer to go. c.qmu must be held.
 func (c *conn) startCloseLocked(why closeReason, code int) {
 	c.closing = true
-	c.closeReason = why
-	c.closeBy = c.srv.tick.Load() + int64(c.srv.cfg.CloseGrace/tickInterval) + 1
+	c.closeLabel = why.label
+	c.closeBy = int32(c.srv.tick.Load() + int64(c.srv.cfg.CloseGrace/tickInterval) + 1)
 	c.sendFin = true
 	f := protocol.Close(code, why.reason)
 	c.enqueueLocked(f, len(f.Bytes()))
@@ -231,7 +231,7 @@ func (c *conn) CloseAndClean(err error) {
 
 	c.qmu.Lock()
 	c.closing = true
-	why := c.closeReason
+	label := c.closeLabel
 	for i, f := range c.queue {
 		f.Release()
 		c.queue[i] = nil
@@ -239,13 +239,13 @@ func (c *conn) CloseAndClean(err error) {
 	c.queue, c.queued = nil, 0
 	c.qmu.Unlock()
 
-	if why.code == 0 {
-		why = reasonFromError(err)
+	if label == "" {
+		label = reasonFromError(err).label
 	}
 	c.srv.hub.Unregister(c.user, c)
 	c.srv.conns.remove(c)
 	c.srv.perIP.release(c.ip)
-	c.srv.m.closed(why)
+	c.srv.m.closed(label)
 }
 
 var requests = sync.Pool{New: func() any { return new(protocol.Request) }}
@@ -418,7 +418,7 @@ func (c *conn) join(name, ref []byte, since int64) {
 		}
 		return
 	}
-	if c.allowed != nil && !roomAllowed(c.allowed, name) {
+	if c.allowed != nil && !roomAllowed(*c.allowed, name) {
 		c.replyError(ref, errForbidden)
 		return
 	}
@@ -458,9 +458,9 @@ func (c *conn) onRateLimited() {
 // tokenBucket limits a connection's messages per second. It runs on the
 // coarse janitor clock, so it costs no clock read per message.
 type tokenBucket struct {
-	tokens  float64
-	last    int64 // tick of the last refill
-	strikes int   // refused messages since the bucket last had room
+	tokens  float32
+	last    int32 // tick of the last refill (ticks are 100 ms: 6 years fit)
+	strikes int32 // refused messages since the bucket last had room
 	started bool
 }
 
@@ -468,13 +468,14 @@ func (b *tokenBucket) allow(tick int64, cfg *Config) bool {
 	if cfg.RateLimit <= 0 {
 		return true
 	}
+	now := int32(tick)
 	if !b.started {
-		b.started, b.tokens, b.last = true, float64(cfg.RateBurst), tick
+		b.started, b.tokens, b.last = true, float32(cfg.RateBurst), now
 	}
-	if tick > b.last {
-		b.tokens += float64(tick-b.last) * cfg.RateLimit * tickInterval.Seconds()
-		b.tokens = min(b.tokens, float64(cfg.RateBurst))
-		b.last = tick
+	if now > b.last {
+		b.tokens += float32(float64(now-b.last) * cfg.RateLimit * tickInterval.Seconds())
+		b.tokens = min(b.tokens, float32(cfg.RateBurst))
+		b.last = now
 	}
 	if b.tokens >= 1 {
 		b.tokens--
@@ -484,7 +485,7 @@ func (b *tokenBucket) allow(tick int64, cfg *Config) bool {
 	return false
 }
 
-func (b *tokenBucket) strike() int { b.strikes++; return b.strikes }
+func (b *tokenBucket) strike() int { b.strikes++; return int(b.strikes) }
 
 // janitorCheck runs on the janitor each tick: it finishes overdue closes,
 // pings quiet peers and closes dead ones.
@@ -501,7 +502,7 @@ func (c *conn) janitorCheck(now int64) {
 	closing, closeBy := c.closing, c.closeBy
 	c.qmu.Unlock()
 	if closing {
-		if closeBy != 0 && now >= closeBy {
+		if closeBy != 0 && now >= int64(closeBy) {
 			c.closeNow()
 		}
 		return

@@ -90,8 +90,8 @@ func (m *metrics) errorFor(code protocol.Code) prometheus.Counter {
 	return c
 }
 
-func (m *metrics) closed(why closeReason) {
-	m.closes.WithLabelValues(why.label).Inc()
+func (m *metrics) closed(label string) {
+	m.closes.WithLabelValues(label).Inc()
 }
 
 func (m *metrics) observeBroadcast(_ int, d time.Duration) {

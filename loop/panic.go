@@ -20,7 +20,7 @@ func (c *conn) recoverPanic() {
 		return
 	}
 	c.srv.log.Error("panic handling a connection; closing it",
-		"name", c.name, "panic", v, "stack", string(debug.Stack()))
+		"name", c.Name(), "panic", v, "stack", string(debug.Stack()))
 	// The decoder may have stopped mid-frame: ignore the rest of the stream.
 	c.dec.fail(&ProtocolError{Code: CloseInternalError, Reason: reasonInternal.reason})
 	c.close(reasonInternal)

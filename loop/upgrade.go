@@ -66,7 +66,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &conn{srv: s, name: name, fl: s.pickFlusher(), allowed: allowedRooms, ip: ip, dirty: true}
+	c := &conn{srv: s, fl: s.pickFlusher(), ip: ip, dirty: true}
+	if allowedRooms != nil {
+		c.allowed = &allowedRooms
+	}
 	c.dec.maxMessage = s.cfg.MaxMessage
 	if s.cfg.Compress && offersDeflate(r.Header) {
 		c.deflate, c.dec.allowRSV1 = true, true
@@ -120,7 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			f.Release()
 			c.queue[i] = nil
 		}
-		c.queue, c.queued = c.queue[:0], 0
+		c.queue, c.queued = nil, 0 // an idle connection keeps no queue
 	}
 	c.qmu.Unlock()
 	c.unsent.Add(int64(len(buf)))

@@ -69,7 +69,7 @@ var (
 
 // queueSize bounds records waiting for a commit; past it, appending waits,
 // which slows senders rather than growing memory.
-const queueSize = 1 << 16
+const queueSize = 1 << 14
 
 // maxBatch bounds one transaction.
 const maxBatch = 8192
