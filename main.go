@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,9 @@ func run(args []string) error {
 	fs.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if secret == "" {
