@@ -151,6 +151,8 @@ type Server struct {
 	m      *metrics
 	conns  *registry
 	perIP  *ipConns
+	// reuse works around an nbio fd-reuse race (reuse.go); set by Start.
+	reuse atomic.Pointer[reuseGuard]
 
 	flushers []*flusher
 	next     atomic.Uint32 // round-robin flusher choice
@@ -217,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 		engineCfg.Addrs, engineCfg.AddrsTLS = nil, engineCfg.Addrs
 	}
 	s.engine = nbhttp.NewEngine(engineCfg)
+	s.engine.OnOpen(s.guardReuse)
 	watchHandoff(s.engine)
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*conn); ok {
@@ -231,6 +234,11 @@ func (s *Server) Start() error {
 	if err := s.engine.Start(); err != nil {
 		s.hub.Close()
 		return fmt.Errorf("loop: start: %w", err)
+	}
+	if g, err := newReuseGuard(s.engine.Engine, s.cfg.Pollers); err != nil {
+		s.log.Warn("fd reuse guard unavailable; fresh connections may be dropped under churn", "err", err)
+	} else {
+		s.reuse.Store(g)
 	}
 	for _, fl := range s.flushers {
 		s.wg.Add(1)
@@ -281,6 +289,9 @@ stop:
 	close(s.stop)
 	// nbio closes what is left and waits at least one of its 200 ms rounds.
 	err := s.engine.Shutdown(ctx)
+	if g := s.reuse.Load(); g != nil {
+		g.close()
+	}
 	s.wg.Wait()
 	s.hub.Close()
 	return err
