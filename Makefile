@@ -5,7 +5,7 @@ ADDR    ?= 127.0.0.1:8080
 PKGS    := ./...
 FUZZTIME ?= 30s
 
-.PHONY: help run build test test-short bench lint fmt vet deps fuzz loadtest loadtest-max check clean
+.PHONY: help run build test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,8 +42,12 @@ deps: ## rooms and the protocol must not depend on the network layer
 
 fuzz: ## run each fuzz target for $(FUZZTIME)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./loop
+	$(GO) test -run '^$$' -fuzz '^FuzzServerInbound$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./protocol
+
+fuzz-short: ## run each fuzz target for 10s (CI)
+	$(MAKE) fuzz FUZZTIME=10s
 
 loadtest: ## start a server and run the default load test (10,000 connections, ~2 min); report in reports/default
 	loadtest/with-server.sh -preset default -out reports/default
