@@ -133,6 +133,7 @@ func TestTLSServesWSSAndHTTPS(t *testing.T) {
 		t.Fatalf("close code %d", code)
 	}
 	bob.expectEOF(3 * time.Second)
+	bob.conn.Close() // else the server waits CloseGrace for it
 	if m := alice.await("presence"); m.str("event") != "leave" {
 		t.Fatalf("got %v", m)
 	}
