@@ -127,6 +127,9 @@ func (c *Config) setDefaults() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("loop: TLS needs both a certificate and a key file")
 	}
+	if c.MaxPending > 1<<30 {
+		return fmt.Errorf("loop: max pending %d is over 1 GiB", c.MaxPending)
+	}
 	if c.MaxText > c.MaxMessage {
 		return fmt.Errorf("loop: max text %d is over the max message %d", c.MaxText, c.MaxMessage)
 	}
