@@ -74,6 +74,12 @@ const queueSize = 1 << 14
 // maxBatch bounds one transaction.
 const maxBatch = 8192
 
+// commitGap is the least time from one commit's start to the next. Under a
+// trickle of messages a commit would otherwise hold one or two records and
+// cost a page rewrite and an fdatasync each; waiting a few milliseconds
+// lets records gather, for at most commitGap of extra latency.
+const commitGap = 3 * time.Millisecond
+
 // Open opens (creating if needed) the store in dir, keeping the last keep
 // messages of each stream.
 func Open(dir string, keep int, log *slog.Logger) (*Store, error) {
@@ -172,10 +178,14 @@ func (s *Store) run() {
 				break gather
 			}
 		}
+		start := time.Now()
 		arena = s.commit(batch, arena[:0])
 		for i, r := range batch {
 			r.Frame.Release()
 			batch[i] = Record{}
+		}
+		if d := time.Since(start); d < commitGap && len(s.in) < maxBatch {
+			time.Sleep(commitGap - d)
 		}
 	}
 }
