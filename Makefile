@@ -18,7 +18,8 @@ build: ## build the server into $(BIN)
 
 test: lint deps ## vet, format check, every test with the race detector, a load-test smoke run
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	$(GO) test -count=1 -run 'NoAlloc' ./protocol ./room ./loop ./loadtest
+# allocation guards again without -race, where sync.Pool is exact
+	$(GO) test -count=1 -run 'NoAlloc|Allocs|DoesNotAllocate' ./protocol ./room ./loop ./loadtest
 	loadtest/with-server.sh -preset smoke -progress lines -out reports/smoke
 
 test-short: ## the tests without the race detector
