@@ -194,14 +194,19 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 func (r *Room) Durable(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.pending = popDurable(r.pending, seq, func(p *pendingMsg) { r.showLocked(p.f, p.seq, p.ts, p.from, p.id) })
+}
+
+// popDurable hands show every pending message up to seq, in order, and
+// returns what is left.
+func popDurable(pending []pendingMsg, seq uint64, show func(*pendingMsg)) []pendingMsg {
 	n := 0
-	for n < len(r.pending) && r.pending[n].seq <= seq {
-		p := &r.pending[n]
-		r.showLocked(p.f, p.seq, p.ts, p.from, p.id)
-		*p = pendingMsg{}
+	for n < len(pending) && pending[n].seq <= seq {
+		show(&pending[n])
+		pending[n] = pendingMsg{}
 		n++
 	}
-	r.pending = r.pending[:copy(r.pending, r.pending[n:])]
+	return pending[:copy(pending, pending[n:])]
 }
 
 // showLocked keeps a stored message, sends it to every member and

@@ -83,14 +83,7 @@ func (u *User) deliver(from, to string, text []byte, ts int64) {
 func (u *User) Durable(seq uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	n := 0
-	for n < len(u.pending) && u.pending[n].seq <= seq {
-		p := &u.pending[n]
-		u.showLocked(p.f, p.seq, p.ts)
-		*p = pendingMsg{}
-		n++
-	}
-	u.pending = u.pending[:copy(u.pending, u.pending[n:])]
+	u.pending = popDurable(u.pending, seq, func(p *pendingMsg) { u.showLocked(p.f, p.seq, p.ts) })
 }
 
 // showLocked keeps a stored direct message and sends it to u's connection;
