@@ -147,10 +147,12 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, _ := handshake(t, s.Addr(), tc.path, tc.header)
+			status, c := handshake(t, s.Addr(), tc.path, tc.header)
 			if status != tc.want {
 				t.Fatalf("status %d, want %d", status, tc.want)
 			}
+			c.expectEOF(2 * time.Second) // a refused client holds no socket
+
 		})
 	}
 	status, _ := handshake(t, s.Addr(), "/ws?name=bob", http.Header{"Origin": {"http://" + s.Addr()}})

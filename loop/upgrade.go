@@ -26,6 +26,11 @@ const retryAfter = "5"
 // serveWS upgrades a request to a WebSocket connection, after checking
 // everything that can refuse it with an HTTP status rather than a close.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// A refused upgrade closes the socket once the answer is written, so
+	// refused clients (a flood past -max-conns, say) cannot hold file
+	// descriptors; nbhttp closes after responding when the request says so.
+	// An accepted upgrade hijacks the connection and is not affected.
+	r.Close = true
 	status, msg := s.checkHandshake(w, r)
 	if status != 0 {
 		s.refuse(w, status, msg)
