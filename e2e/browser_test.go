@@ -77,6 +77,11 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 	srv = &server{bin: bin, addr: fmt.Sprintf("127.0.0.1:%d", port), logPath: filepath.Join(tmp, "server.log")}
+	// History in memory only, so a restart forgets rooms and the page must
+	// cope with seqs starting over (a server without -data has nothing else).
+	if help, _ := exec.Command(bin, "-h").CombinedOutput(); bytes.Contains(help, []byte("\n  -data ")) {
+		srv.args = []string{"-data", ""}
+	}
 	if err := srv.start(); err != nil {
 		setupErr = err
 		srv.dumpLog()
@@ -136,6 +141,7 @@ func requireSuite(t *testing.T) {
 
 type server struct {
 	bin, addr, logPath string
+	args               []string // extra flags
 	cmd                *exec.Cmd
 	done               chan error
 }
@@ -147,7 +153,7 @@ func (s *server) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "-addr", s.addr)
+	cmd := exec.Command(s.bin, append([]string{"-addr", s.addr}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -393,6 +399,41 @@ func (s *session) waitTexts(want ...string) {
 	}
 }
 
+// seqs returns the data-seq of the acknowledged messages in the open conversation.
+func (s *session) seqs() []int {
+	s.t.Helper()
+	var out []int
+	s.eval(`Array.from(document.querySelectorAll('#messages [data-testid=message]:not([data-pending])')).map(e => Number(e.dataset.seq))`, &out)
+	return out
+}
+
+// assertSeqs checks that the open conversation shows seqs from..to, each once, in order.
+func (s *session) assertSeqs(from, to int) {
+	s.t.Helper()
+	got := s.seqs()
+	ok := len(got) == to-from+1
+	for i := 0; ok && i < len(got); i++ {
+		ok = got[i] == from+i
+	}
+	if !ok {
+		s.t.Fatalf("%s: seqs %v, want %d..%d each once in order", s.label, got, from, to)
+	}
+}
+
+// goOffline breaks the page's connection and keeps it from reconnecting,
+// like Wi-Fi dropping; goOnline lets it reconnect at once.
+func (s *session) goOffline() {
+	s.t.Helper()
+	s.eval(`window.nbchat.simulateOffline(), true`, nil)
+	s.waitJS("reconnecting", `window.nbchat.state() === 'reconnecting'`)
+}
+
+func (s *session) goOnline() {
+	s.t.Helper()
+	s.eval(`window.nbchat.simulateOnline(), true`, nil)
+	s.waitJS("online again", `window.nbchat.state() === 'online' && window.nbchat.rooms().every(r => r.joined)`)
+}
+
 func (s *session) members() []string {
 	s.t.Helper()
 	var out []string
@@ -502,8 +543,7 @@ func TestChatInOrder(t *testing.T) {
 
 	for _, s := range []*session{alice, bob} {
 		// seq grows by exactly one per message, and one's own messages are set apart.
-		var seqs []int
-		s.eval(`Array.from(document.querySelectorAll('#messages [data-testid=message]')).map(e => Number(e.dataset.seq))`, &seqs)
+		seqs := s.seqs()
 		for i := 1; i < len(seqs); i++ {
 			if seqs[i] != seqs[i-1]+1 {
 				t.Errorf("%s: seqs %v not consecutive", s.label, seqs)
@@ -641,6 +681,111 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	want := []string{"before restart", "after restart", "still here"}
 	alice.waitTexts(want...)
 	bob.waitTexts(want...)
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestWifiBlink: one page loses its connection for a while; the other keeps
+// chatting. Back online, the first page shows every message once, in order.
+func TestWifiBlink(t *testing.T) {
+	requireSuite(t)
+	const room = "blink"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice.w")
+	bob.login("bob.w")
+	alice.join(room)
+	bob.join(room)
+	alice.say("one")
+	bob.waitTexts("one")
+
+	bob.goOffline()
+	want := []string{"one"}
+	for i := 2; i <= 6; i++ {
+		msg := fmt.Sprintf("while bob is away %d", i)
+		alice.say(msg)
+		want = append(want, msg)
+	}
+	alice.waitTexts(want...)
+	bob.goOnline()
+	alice.say("back")
+	want = append(want, "back")
+	bob.waitTexts(want...)
+	time.Sleep(200 * time.Millisecond)
+	if got := bob.texts(); !equal(got, want) {
+		t.Fatalf("bob: messages = %q, want %q", got, want)
+	}
+	bob.assertSeqs(1, 7)
+	var notes int
+	bob.eval(`document.querySelectorAll('#messages [data-testid=note]').length`, &notes)
+	if notes != 0 {
+		t.Errorf("bob: %d notes about missed messages after a full recovery", notes)
+	}
+
+	// A second blink, with messages racing the reconnect.
+	bob.goOffline()
+	alice.say("during the second blink")
+	bob.eval(`window.nbchat.simulateOnline(), true`, nil)
+	alice.say("right after")
+	alice.say("and one more")
+	want = append(want, "during the second blink", "right after", "and one more")
+	bob.waitTexts(want...)
+	time.Sleep(200 * time.Millisecond)
+	bob.assertSeqs(1, 10)
+}
+
+// TestSendWhileOffline: a message written without a connection shows as
+// pending, goes out on reconnect, is acknowledged and shows once everywhere.
+func TestSendWhileOffline(t *testing.T) {
+	requireSuite(t)
+	const room = "offline-send"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice.o")
+	bob.login("bob.o")
+	alice.join(room)
+	bob.join(room)
+	alice.say("hello")
+	bob.waitTexts("hello")
+
+	bob.goOffline()
+	bob.say("written offline")
+	bob.waitJS("pending with a clock", `window.nbchat.pendingCount() === 1 &&
+		document.querySelector('#messages [data-pending] [data-testid=message-text]')?.textContent === 'written offline' &&
+		!!document.querySelector('#messages [data-pending] .clock')`)
+	bob.say("and another")
+	bob.waitJS("two pending", `window.nbchat.pendingCount() === 2`)
+	time.Sleep(300 * time.Millisecond)
+	if got := alice.texts(); !equal(got, []string{"hello"}) {
+		t.Fatalf("alice sees %q while bob is offline", got)
+	}
+
+	bob.goOnline()
+	bob.waitJS("acknowledged", `window.nbchat.pendingCount() === 0 && !document.querySelector('#messages [data-pending]')`)
+	want := []string{"hello", "written offline", "and another"}
+	alice.waitTexts(want...)
+	bob.waitTexts(want...)
+	alice.say("got them")
+	want = append(want, "got them")
+	bob.waitTexts(want...)
+	alice.waitTexts(want...)
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range []*session{alice, bob} {
+		if got := s.texts(); !equal(got, want) {
+			t.Errorf("%s: messages = %q, want %q", s.label, got, want)
+		}
+		s.assertSeqs(1, 4)
+	}
 }
 
 func TestXSSShownAsText(t *testing.T) {
