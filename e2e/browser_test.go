@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -394,7 +395,7 @@ func (s *session) waitTexts(want ...string) {
 	s.t.Helper()
 	s.waitJS(fmt.Sprintf("%d messages", len(want)),
 		fmt.Sprintf(`document.querySelectorAll('#messages [data-testid=message]').length >= %d`, len(want)))
-	if got := s.texts(); !equal(got, want) {
+	if got := s.texts(); !slices.Equal(got, want) {
 		s.t.Fatalf("%s: messages = %q, want %q", s.label, got, want)
 	}
 }
@@ -495,18 +496,6 @@ func jsonList(v []string) string {
 		q[i] = fmt.Sprintf("%q", s)
 	}
 	return "[" + strings.Join(q, ",") + "]"
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ---------------------------------------------------------------------------
@@ -683,18 +672,6 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	bob.waitTexts(want...)
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestWifiBlink: one page loses its connection for a while; the other keeps
 // chatting. Back online, the first page shows every message once, in order.
 func TestWifiBlink(t *testing.T) {
@@ -722,7 +699,7 @@ func TestWifiBlink(t *testing.T) {
 	want = append(want, "back")
 	bob.waitTexts(want...)
 	time.Sleep(200 * time.Millisecond)
-	if got := bob.texts(); !equal(got, want) {
+	if got := bob.texts(); !slices.Equal(got, want) {
 		t.Fatalf("bob: messages = %q, want %q", got, want)
 	}
 	bob.assertSeqs(1, 7)
@@ -766,7 +743,7 @@ func TestSendWhileOffline(t *testing.T) {
 	bob.say("and another")
 	bob.waitJS("two pending", `window.nbchat.pendingCount() === 2`)
 	time.Sleep(300 * time.Millisecond)
-	if got := alice.texts(); !equal(got, []string{"hello"}) {
+	if got := alice.texts(); !slices.Equal(got, []string{"hello"}) {
 		t.Fatalf("alice sees %q while bob is offline", got)
 	}
 
@@ -781,7 +758,7 @@ func TestSendWhileOffline(t *testing.T) {
 	alice.waitTexts(want...)
 	time.Sleep(200 * time.Millisecond)
 	for _, s := range []*session{alice, bob} {
-		if got := s.texts(); !equal(got, want) {
+		if got := s.texts(); !slices.Equal(got, want) {
 			t.Errorf("%s: messages = %q, want %q", s.label, got, want)
 		}
 		s.assertSeqs(1, 4)
