@@ -653,6 +653,9 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	}
 	bob.waitJS("countdown shown", `/^reconnecting in \d+s$/.test(document.getElementById('connection-status').textContent)`)
 	bob.assertNoHorizontalOverflow()
+	// Written while the server is down: pending now, sent once it is back.
+	bob.say("queued during restart")
+	bob.waitJS("pending", `window.nbchat.pendingCount() === 1 && document.querySelectorAll('#messages [data-pending]').length === 1`)
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -663,13 +666,26 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	}
 	alice.waitMembers("alice.r", "bob.r")
 
+	bob.waitJS("queued message acknowledged", `window.nbchat.pendingCount() === 0 && !document.querySelector('#messages [data-pending]')`)
+	alice.waitTexts("before restart", "queued during restart")
+
 	alice.say("after restart")
-	bob.waitTexts("before restart", "after restart")
+	bob.waitTexts("before restart", "queued during restart", "after restart")
 	bob.say("still here")
-	// Every message exactly once: none lost, none shown twice after the rejoin.
-	want := []string{"before restart", "after restart", "still here"}
+	// Every message exactly once: none lost, none shown twice after the rejoin
+	// (the restarted in-memory server numbers the room from 1 again).
+	want := []string{"before restart", "queued during restart", "after restart", "still here"}
 	alice.waitTexts(want...)
 	bob.waitTexts(want...)
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range []*session{alice, bob} {
+		if got := s.texts(); !slices.Equal(got, want) {
+			t.Errorf("%s: messages = %q, want %q", s.label, got, want)
+		}
+		if seqs := s.seqs(); !slices.Equal(seqs, []int{1, 1, 2, 3}) {
+			t.Errorf("%s: seqs %v, want [1 1 2 3] (before the restart, then numbered afresh)", s.label, seqs)
+		}
+	}
 }
 
 // TestWifiBlink: one page loses its connection for a while; the other keeps
@@ -762,6 +778,96 @@ func TestSendWhileOffline(t *testing.T) {
 			t.Errorf("%s: messages = %q, want %q", s.label, got, want)
 		}
 		s.assertSeqs(1, 4)
+	}
+}
+
+// TestLoadEarlier: a newcomer sees the last 50 messages and pages back
+// through the rest, keeping its place.
+func TestLoadEarlier(t *testing.T) {
+	requireSuite(t)
+	const room = "history"
+	alice := newSession(t, "alice", 1280, 800)
+	alice.login("alice.h")
+	alice.join(room)
+	alice.eval(`(() => {
+		const input = document.getElementById('message-input'), form = document.getElementById('composer');
+		for (let n = 1; n <= 80; n++) { input.value = 'h' + n; form.requestSubmit(); }
+		return true;
+	})()`, nil)
+	alice.waitJS("80 acknowledged", `window.nbchat.pendingCount() === 0 && document.querySelectorAll('#messages [data-testid=message]').length === 80`)
+	alice.assertSeqs(1, 80)
+
+	bob := newSession(t, "bob", 1280, 800)
+	bob.login("bob.h")
+	bob.join(room)
+	bob.waitJS("latest 50", `document.querySelectorAll('#messages [data-testid=message]').length === 50`)
+	bob.assertSeqs(31, 80)
+	bob.waitJS("load earlier shown", `!document.getElementById('load-earlier-row').hidden`)
+	// Scroll up to the control, as a person would; the oldest message shown
+	// must stay where it is when the earlier ones are added above it.
+	var top0 float64
+	bob.eval(`(() => { const l = document.getElementById('messages'); l.scrollTop = 0; return l.querySelector('[data-seq="31"]').getBoundingClientRect().top; })()`, &top0)
+
+	bob.run(chromedp.Click(`#load-earlier`, chromedp.ByID))
+	bob.waitJS("all 80", `document.querySelectorAll('#messages [data-testid=message]').length === 80`)
+	bob.assertSeqs(1, 80)
+	want := make([]string, 80)
+	for i := range want {
+		want[i] = fmt.Sprintf("h%d", i+1)
+	}
+	if got := bob.texts(); !slices.Equal(got, want) {
+		t.Fatalf("bob: messages = %q, want h1..h80", got)
+	}
+	bob.waitJS("load earlier hidden", `document.getElementById('load-earlier-row').hidden`)
+	var top1 float64
+	bob.eval(`document.querySelector('#messages [data-seq="31"]').getBoundingClientRect().top`, &top1)
+	if d := top1 - top0; d > 2 || d < -2 {
+		t.Errorf("the view moved by %.0fpx when earlier messages were added", d)
+	}
+	var unread int
+	bob.eval(`window.nbchat.unread()['#`+room+`']`, &unread)
+	if unread != 0 {
+		t.Errorf("bob: %d unread after joining; the backlog is not unread", unread)
+	}
+}
+
+// TestDMWhileAway: a private message sent while its target's connection is
+// down reaches the target once, after it reconnects.
+func TestDMWhileAway(t *testing.T) {
+	requireSuite(t)
+	const room = "dm-away"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice.d")
+	bob.login("bob.d")
+	alice.join(room)
+	bob.join(room)
+	bob.waitMembers("alice.d", "bob.d")
+	bob.run(chromedp.Click(`#member-list [data-name="alice.d"] button`, chromedp.ByQuery))
+	bob.waitJS("dm open", `window.nbchat.active()?.kind === 'dm'`)
+	// A first exchange: the server forgets at once a user who never had a
+	// direct message or sent a message with an id, and then answers
+	// no_such_user even though the user was here a moment ago.
+	bob.say("hi alice")
+	alice.waitJS("unread dm", `window.nbchat.unread()['@bob.d'] === 1`)
+	alice.run(chromedp.Click(`[data-testid=dm-item][data-peer="bob.d"]`, chromedp.ByQuery))
+	alice.waitTexts("hi alice")
+
+	alice.goOffline()
+	bob.say("while you were away")
+	bob.waitJS("dm delivered", `window.nbchat.pendingCount() === 0 && document.querySelectorAll('#messages [data-testid=message]').length === 2`)
+	alice.goOnline()
+	alice.waitTexts("hi alice", "while you were away")
+	bob.say("welcome back")
+	alice.waitTexts("hi alice", "while you were away", "welcome back")
+	alice.say("thanks")
+	want := []string{"hi alice", "while you were away", "welcome back", "thanks"}
+	bob.waitTexts(want...)
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range []*session{alice, bob} {
+		if got := s.texts(); !slices.Equal(got, want) {
+			t.Errorf("%s: messages = %q, want %q", s.label, got, want)
+		}
 	}
 }
 
