@@ -656,17 +656,21 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	// Written while the server is down: pending now, sent once it is back.
 	bob.say("queued during restart")
 	bob.waitJS("pending", `window.nbchat.pendingCount() === 1 && document.querySelectorAll('#messages [data-pending]').length === 1`)
+	// Alice comes back last: by then bob's message has taken seq 1 in the
+	// restarted (in-memory) server, so her join with since 1 is accepted and
+	// the page must notice that seq 1 is now another message.
+	alice.eval(`window.nbchat.simulateOffline(), true`, nil)
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
+	bob.waitJS("queued message acknowledged", `window.nbchat.pendingCount() === 0 && !document.querySelector('#messages [data-pending]')`)
+	alice.eval(`window.nbchat.simulateOnline(), true`, nil)
 	for _, s := range []*session{alice, bob} {
 		// Backoff is at most a few seconds this early.
 		s.waitJS("online again", `window.nbchat.state() === 'online' && document.getElementById('connection-status').textContent === 'online'`)
 		s.waitJS("rejoined", `window.nbchat.rooms().some(r => r.name === '`+room+`' && r.joined)`)
 	}
 	alice.waitMembers("alice.r", "bob.r")
-
-	bob.waitJS("queued message acknowledged", `window.nbchat.pendingCount() === 0 && !document.querySelector('#messages [data-pending]')`)
 	alice.waitTexts("before restart", "queued during restart")
 
 	alice.say("after restart")
