@@ -51,6 +51,8 @@ func TestPage(t *testing.T) {
 		`id="message-input"`, `id="connection-status"`, `id="member-list"`, `id="messages"`,
 		`aria-live="polite"`, `data-testid="message-input"`, `window.nbchat`,
 		`white-space: pre-wrap`, `/ws?name=`,
+		// Recovery: rejoin from a seq, DMs from a seq, pending messages, history paging.
+		`since`, `dm_since=`, `pendingCount`, `type: 'history'`, `'data-testid': 'load-earlier'`,
 	} {
 		if !strings.Contains(body, s) {
 			t.Errorf("page lacks %q", s)
