@@ -233,3 +233,18 @@ func TestHistoryRingKeepsConsecutiveSeqs(t *testing.T) {
 	}
 	hist.clear()
 }
+
+func TestDMToUserWhoJustLeftIsKept(t *testing.T) {
+	h := newHub(t, Config{DMHistory: 10})
+	alice, bob := newFake("alice"), newFake("bob")
+	register(h, "alice", alice)
+	register(h, "bob", bob)
+	unregister(h, "alice", alice) // no DMs and no ids yet
+	if err := dm(h, bob, []byte("alice"), []byte("hi")); err != nil {
+		t.Fatalf("DM to a user who left a moment ago: %v", err)
+	}
+	h.sweepUsers(time.Now().Add(2 * time.Hour).UnixMilli())
+	if err := dm(h, bob, []byte("alice"), []byte("hi")); err == nil || err.Code != protocol.CodeNoSuchUser {
+		t.Fatalf("after OfflineTTL: err %v, want no_such_user", err)
+	}
+}

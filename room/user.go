@@ -203,10 +203,9 @@ func (h *Hub) Unregister(u *User, m Member) {
 		return
 	}
 	u.member, u.attached = nil, false
+	// The user stays until the sweep after OfflineTTL, so a DM sent just
+	// after a disconnect is kept for the reconnect, not refused.
 	u.offlineAt = time.Now().UnixMilli()
-	if u.inbox.n == 0 && u.ids == nil && len(u.pending) == 0 {
-		delete(s.users, u.name)
-	}
 }
 
 // Lookup returns the connection holding name.
