@@ -219,18 +219,9 @@ func (fc *fconn) send(v any) {
 
 // write sends one unmasked server frame.
 func (fc *fconn) write(op byte, p []byte) {
-	h := []byte{0x80 | op}
-	switch {
-	case len(p) < 126:
-		h = append(h, byte(len(p)))
-	case len(p) <= 0xFFFF:
-		h = append(h, 126, byte(len(p)>>8), byte(len(p)))
-	default:
-		h = binary.BigEndian.AppendUint64(append(h, 127), uint64(len(p)))
-	}
 	fc.wmu.Lock()
 	_ = fc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = fc.c.Write(append(h, p...))
+	_, _ = fc.c.Write(serverFrame(op, p))
 	fc.wmu.Unlock()
 }
 
