@@ -109,13 +109,17 @@ func svgChart(title, xName, yName string, ss []series, x *axis) template.HTML {
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle" font-size="12">%s</text>`, (padL+chartW-padR)/2, chartH-4, template.HTMLEscapeString(xName))
 	fmt.Fprintf(&b, `<text x="12" y="%d" font-size="12" transform="rotate(-90 12 %d)" text-anchor="middle">%s</text>`, chartH/2, chartH/2, template.HTMLEscapeString(yName))
+	legendStep := 300
+	if len(ss) > 2 {
+		legendStep = (chartW - padL - padR) / len(ss)
+	}
 	for i, s := range ss {
 		var pts strings.Builder
 		for k := range s.X {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", x.px(s.X[k]), y.px(s.Y[k]))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`, s.Color, pts.String())
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="%s">%s</text>`, padL+8+i*300, padT-8, s.Color, template.HTMLEscapeString(s.Name))
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" fill="%s">%s</text>`, padL+8+i*legendStep, padT-8, s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
@@ -140,6 +144,7 @@ type htmlData struct {
 	*Report
 	Summary                                                      string
 	LatChart, RateChart, ConnChart, RSSChart, P99Chart, CPUChart template.HTML
+	NodeRSSChart, NodeCPUChart                                   template.HTML // several -url nodes only
 	HasServer                                                    bool
 	FailText                                                     string
 }
@@ -180,12 +185,42 @@ func renderHTML(w io.Writer, r *Report) error {
 	d.RSSChart = svgChart("memory", "seconds", "MiB", []series{rss, genRSS}, nil)
 	d.CPUChart = svgChart("CPU", "seconds", "cores", []series{srvCPU, genCPU}, nil)
 	d.P99Chart = svgChart("latency over time", "seconds", "ms", []series{p99}, nil)
+	if len(r.Nodes) > 0 {
+		d.NodeRSSChart, d.NodeCPUChart = nodeCharts(r.Series, len(r.Nodes))
+	}
 	if !r.Verdict.OK {
 		d.FailText = strings.Join(r.Verdict.Reasons, "; ")
 	}
-	t, err := template.New("report").Parse(reportTmpl)
+	t, err := template.New("report").Funcs(template.FuncMap{"mib": func(v float64) float64 { return v / (1 << 20) }}).Parse(reportTmpl)
 	if err != nil {
 		return err
 	}
 	return t.Execute(w, d)
+}
+
+var nodeColors = []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"}
+
+// nodeCharts draws RSS and CPU over time, one line per cluster node.
+func nodeCharts(pts []point, nodes int) (rssChart, cpuChart template.HTML) {
+	rss, cpu := make([]series, nodes), make([]series, nodes)
+	for i := range rss {
+		c := nodeColors[i%len(nodeColors)]
+		rss[i] = series{Name: fmt.Sprintf("node %d RSS (MiB)", i+1), Color: c}
+		cpu[i] = series{Name: fmt.Sprintf("node %d CPU (cores)", i+1), Color: c}
+	}
+	for k, p := range pts {
+		for i := 0; i < nodes && i < len(p.Nodes); i++ {
+			s := p.Nodes[i]
+			if s == nil {
+				continue
+			}
+			rss[i].X, rss[i].Y = append(rss[i].X, p.T), append(rss[i].Y, s.RSS/(1<<20))
+			if k == 0 || i >= len(pts[k-1].Nodes) || pts[k-1].Nodes[i] == nil || p.T <= pts[k-1].T {
+				continue
+			}
+			prev := pts[k-1].Nodes[i]
+			cpu[i].X, cpu[i].Y = append(cpu[i].X, p.T), append(cpu[i].Y, max(0, s.CPU-prev.CPU)/(p.T-pts[k-1].T))
+		}
+	}
+	return svgChart("memory per node", "seconds", "MiB", rss, nil), svgChart("CPU per node", "seconds", "cores", cpu, nil)
 }

@@ -326,21 +326,22 @@ func wsKey(r *maskRand) (key, accept string) {
 	return key, base64.StdEncoding.EncodeToString(h[:])
 }
 
-// dialURL is the upgrade URL for a client: the -url as given in raw mode,
-// with name and room added in chat mode.
+// dialURL is the upgrade URL for a client: its node's -url as given in raw
+// mode, with name and room added in chat mode.
 func (g *gen) dialURL(id, room int) string {
+	t := g.target(id)
 	if g.cfg.Proto == "raw" {
-		return g.httpURL
+		return t.httpURL
 	}
 	q := url.Values{"name": {g.clientName(id)}}
 	if room >= 0 {
 		q.Set("room", g.roomName(room))
 	}
 	sep := "?"
-	if g.baseHasQuery {
+	if t.baseHasQuery {
 		sep = "&"
 	}
-	return g.httpURL + sep + q.Encode()
+	return t.httpURL + sep + q.Encode()
 }
 
 // dial connects c through nbhttp's ClientConn: the TCP connect blocks this

@@ -23,7 +23,6 @@ import (
 // Its faults are injectable, to prove the checker sees them.
 type fakeServer struct {
 	t     *testing.T
-	ln    net.Listener
 	URL   string
 	skip  int64 // when a room's seq reaches skip, jump one seq (a gap)
 	raw   bool  // broadcast every frame to everyone, like a hub example
@@ -32,7 +31,11 @@ type fakeServer struct {
 	rooms map[string]*froom
 	all   map[*fconn]bool
 
-	deliveries atomic.Int64
+	// A fake cluster is several listeners ("nodes") over the same rooms,
+	// each with its own /metrics; URLs has one WebSocket URL per node.
+	URLs       []string
+	byNode     [][]string     // names connected through each node, in order; under mu
+	deliveries []atomic.Int64 // per node, counted at the recipient's node
 }
 
 type froom struct {
@@ -42,6 +45,7 @@ type froom struct {
 
 type fconn struct {
 	name  string
+	node  int
 	c     net.Conn
 	wmu   sync.Mutex
 	rooms map[string]bool
@@ -50,29 +54,48 @@ type fconn struct {
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,32}$`)
 
 func startFake(t *testing.T, skip int64, raw bool) *fakeServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return startFakeCluster(t, 1, skip, raw)
+}
+
+// startFakeCluster starts a fake with n nodes sharing its rooms. Each
+// node's metrics are its own: RSS 10 MiB + 1000 B per connection, CPU
+// 1.5 s + 1 s per million deliveries, so per-node figures are exact.
+func startFakeCluster(t *testing.T, n int, skip int64, raw bool) *fakeServer {
+	s := &fakeServer{t: t, skip: skip, raw: raw, users: map[string]*fconn{}, rooms: map[string]*froom{}, all: map[*fconn]bool{},
+		byNode: make([][]string, n), deliveries: make([]atomic.Int64, n)}
+	for node := 0; node < n; node++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.URLs = append(s.URLs, "ws://"+ln.Addr().String()+"/ws")
+		mux := http.NewServeMux()
+		mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, node) })
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) { s.metrics(w, node) })
+		srv := &http.Server{Handler: mux}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
 	}
-	s := &fakeServer{t: t, ln: ln, skip: skip, raw: raw, users: map[string]*fconn{}, rooms: map[string]*froom{}, all: map[*fconn]bool{}}
-	s.URL = "ws://" + ln.Addr().String() + "/ws"
-	mux := http.NewServeMux()
-	mux.HandleFunc("/ws", s.serveWS)
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
-		n := len(s.all)
-		s.mu.Unlock()
-		fmt.Fprintf(w, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %d\n", 10<<20+n*1000)
-		fmt.Fprintf(w, "process_cpu_seconds_total 1.5\ngo_goroutines %d\nnbchat_connections %d\n", n+5, n)
-		fmt.Fprintf(w, "nbchat_deliveries_total{kind=\"room\"} %d\n", s.deliveries.Load())
-	})
-	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	s.URL = s.URLs[0]
 	return s
 }
 
-func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
+func (s *fakeServer) metrics(w io.Writer, node int) {
+	s.mu.Lock()
+	n := 0
+	for fc := range s.all {
+		if fc.node == node {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	d := s.deliveries[node].Load()
+	fmt.Fprintf(w, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %d\n", 10<<20+n*1000)
+	fmt.Fprintf(w, "process_cpu_seconds_total %g\ngo_goroutines %d\nnbchat_connections %d\n", 1.5+float64(d)/1e6, n+5, n)
+	fmt.Fprintf(w, "nbchat_deliveries_total{kind=\"room\"} %d\n", d)
+}
+
+func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request, node int) {
 	name, room := r.URL.Query().Get("name"), r.URL.Query().Get("room")
 	if s.raw {
 		name = fmt.Sprintf("raw%p", r)
@@ -95,9 +118,10 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
 		base64.StdEncoding.EncodeToString(h[:]))
-	fc := &fconn{name: name, c: conn, rooms: map[string]bool{}}
+	fc := &fconn{name: name, node: node, c: conn, rooms: map[string]bool{}}
 	s.mu.Lock()
 	s.users[name], s.all[fc] = fc, true
+	s.byNode[node] = append(s.byNode[node], name)
 	if !s.raw {
 		fc.send(map[string]any{"type": "welcome", "name": name})
 		if room != "" {
@@ -171,7 +195,7 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 	if s.raw {
 		for m := range s.all {
 			m.write(opText, p)
-			s.deliveries.Add(1)
+			s.deliveries[m.node].Add(1)
 		}
 		return
 	}
@@ -194,7 +218,7 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 		out := map[string]any{"type": "msg", "room": m.Room, "from": fc.name, "text": m.Text, "seq": rm.seq, "ts": time.Now().UnixMilli()}
 		for mem := range rm.members {
 			mem.send(out)
-			s.deliveries.Add(1)
+			s.deliveries[mem.node].Add(1)
 		}
 	case "dm":
 		to := s.users[m.To]

@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,11 +22,10 @@ type gen struct {
 	cfg  *Config
 	plan shardPlan
 
-	engine       *nbhttp.Engine
-	dialers      []*net.Dialer
-	httpURL      string // -url with an http scheme, for nbhttp's ClientConn
-	baseHasQuery bool
-	hostPort     string
+	engine     *nbhttp.Engine
+	dialers    []*net.Dialer
+	targets    []target       // one per -url node; client id uses nodeOf(id)
+	joinedNode []atomic.Int64 // static and slow clients joined, per node
 
 	clients   []*client  // static clients by id-plan.Lo; nil for slow ones
 	slow      []net.Conn // slow readers: plain sockets nobody reads after the ramp
@@ -70,18 +67,17 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		g.shards[i].hist, g.shards[i].win = newHist(), newWinHist()
 	}
 	g.winAll = newWinHist()
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, err
+	loopback := true
+	for _, s := range cfg.urls() {
+		t, err := parseTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		g.targets = append(g.targets, t)
+		loopback = loopback && t.loopbackV4
 	}
-	g.hostPort = u.Host
-	if u.Port() == "" {
-		g.hostPort = net.JoinHostPort(u.Hostname(), "80")
-	}
-	g.baseHasQuery = u.RawQuery != ""
-	u.Scheme = strings.Replace(strings.Replace(u.Scheme, "wss", "https", 1), "ws", "http", 1)
-	g.httpURL = u.String()
-	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
+	g.joinedNode = make([]atomic.Int64, len(g.targets))
+	if loopback {
 		// Source addresses only make sense toward loopback, where 127/8 is ours.
 		for i := 0; i < cfg.SrcIPs; i++ {
 			src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
@@ -99,6 +95,9 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 }
 
 func (g *gen) recvShard(id int32) *recvShard { return &g.shards[uint32(id)%nRecvShards] }
+
+// target is the server node client id talks to.
+func (g *gen) target(id int) *target { return &g.targets[nodeOf(id, len(g.targets))] }
 
 func (g *gen) clientName(id int) string { return g.cfg.RunID + "-" + strconv.Itoa(id) }
 func (g *gen) roomName(r int) string    { return g.cfg.RunID + "-r" + strconv.Itoa(r) }
@@ -143,6 +142,7 @@ func (g *gen) resolve(c *client, ok bool, reason string) {
 		g.mu.Unlock()
 	case ok:
 		g.joined.Add(1)
+		g.joinedNode[nodeOf(int(c.id), len(g.joinedNode))].Add(1)
 	default:
 		g.failed.Add(1)
 		g.mu.Lock()

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -41,6 +40,9 @@ var presets = map[string]map[string]string{
 	"room5k":     {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "2", "duration": "30s", "hold": "3s"},
 	"room5k-max": {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "20", "duration": "30s", "hold": "3s"},
 	"rooms19k":   {"scenario": "rooms", "conns": "19000", "rooms": "1000", "senders": "1000", "msg-rate": "1", "duration": "30s", "hold": "3s"},
+	// 500 rooms, not 510: coprime to 3 nodes, so every room spans all three.
+	"cluster50k": {"scenario": "rooms", "conns": "51000", "rooms": "500", "senders": "500", "msg-rate": "1", "duration": "60s", "hold": "5s",
+		"rate": "1500", "ramp-timeout": "90s", "per-proc": "17000", "src-ips": "6"},
 }
 
 const usageHead = `loadtest: WebSocket load generator and chat-semantics checker for nbchat.
@@ -50,6 +52,14 @@ traffic (-duration) -> drain (until every expected delivery arrived, at most
 -drain-timeout) -> close (close frames, then sockets). The run always stops
 by itself. More than -per-proc connections start worker copies of this
 program; source addresses 127.0.0.2, .3, ... are used in turn.
+
+Clusters: -url takes a comma-separated list, one URL per server node.
+Client i connects to URL i % n (in every worker process), so with -rooms
+coprime to n every room has members on every node and a room's senders and
+readers sit on different nodes; the seq checks are the same, since every
+node must number a room's messages alike. /metrics is read from every node
+(-metrics takes a list too) and the report gives per-node figures and the
+whole-cluster totals. loadtest/cluster.sh starts NATS and three nodes.
 
 Scenarios (-scenario):
   idle   hold N named connections, each in a room
@@ -69,6 +79,9 @@ Presets (-preset; flags given explicitly win):
   room5k      5,000 clients in one room, 10 senders x 2 msg/s = 100,000 deliveries/s
   room5k-max  the same at 20 msg/s each = 1,000,000 deliveries/s
   rooms19k    19,000 clients, 1,000 rooms, 1,000 senders x 1 msg/s
+  cluster50k  51,000 clients over 3 -url nodes (17,000 each), 500 rooms of 102
+              spanning every node, 500 senders x 1 msg/s = 51,000 deliveries/s
+              for 60 s; 3 worker processes (run: loadtest/cluster.sh)
 
 -proto raw: for servers that broadcast every frame to everyone (the usual hub
 examples). Connects to -url as given, sends the payload as the whole text
@@ -125,11 +138,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL")
-	fs.StringVar(&c.MetricsURL, "metrics", "", "server Prometheus metrics URL, sampled every second (default: http://HOST/metrics from -url; \"off\" disables)")
+	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL, or a comma-separated list of one per cluster node (client i uses URL i % n)")
+	fs.StringVar(&c.MetricsURL, "metrics", "", "server Prometheus metrics URL (a list: one per -url node), sampled every second (default: http://HOST/metrics from each -url; \"off\" disables)")
 	fs.StringVar(&c.Proto, "proto", "chat", "chat (nbchat JSON protocol) or raw (any broadcast-everything server, see above)")
 	fs.StringVar(&c.Scenario, "scenario", "rooms", "idle, rooms, dm, churn or slow")
-	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, room5k, room5k-max or rooms19k (sets several flags)")
+	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, room5k, room5k-max, rooms19k or cluster50k (sets several flags)")
 	fs.IntVar(&c.Conns, "conns", 2000, "client connections (N)")
 	fs.IntVar(&c.Rooms, "rooms", 20, "rooms (R); clients join room id%R")
 	fs.IntVar(&c.Senders, "senders", 20, "senders (S): clients 0..S-1 send")
@@ -178,9 +191,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 
 // check validates flags and fills derived defaults.
 func (c *Config) check() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("-url %q: want ws://host:port/path (wss is not supported)", c.URL)
+	if err := c.checkURLs(); err != nil {
+		return err
 	}
 	switch {
 	case c.Proto != "chat" && c.Proto != "raw":
@@ -205,9 +217,6 @@ func (c *Config) check() error {
 	}
 	if c.Senders > c.Conns {
 		c.Senders = c.Conns
-	}
-	if c.MetricsURL == "" {
-		c.MetricsURL = "http://" + u.Host + "/metrics"
 	}
 	if c.RunID == "" {
 		var b [3]byte

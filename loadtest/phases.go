@@ -17,6 +17,7 @@ type outcome struct {
 	srvRamp    *srvSample // after the ramp
 	srvTraffic *srvSample // when traffic starts
 	srvDrained *srvSample // after the drain
+	nodes      nodeSnaps  // each node's samples at the same points
 	rampSec    float64
 	trafficSec float64
 	drainSec   float64
@@ -111,7 +112,7 @@ func broadcast[T any](co *coordinator, cmd string, arg any, reply string, timeou
 
 func (co *coordinator) runPhases() (o outcome) {
 	cfg := co.cfg
-	o.srvStart = co.scrape()
+	o.srvStart, o.nodes.start = co.scrape()
 
 	co.setPhase("ramp")
 	t0 := time.Now()
@@ -126,6 +127,12 @@ func (co *coordinator) runPhases() (o outcome) {
 		o.ramp.Joined += r.Joined
 		o.ramp.Failed += r.Failed
 		o.ramp.SlowMembers += r.SlowMembers
+		if o.ramp.JoinedNode == nil && r.JoinedNode != nil {
+			o.ramp.JoinedNode = make([]int64, len(r.JoinedNode))
+		}
+		for i, n := range r.JoinedNode {
+			o.ramp.JoinedNode[i] += n
+		}
 		for i, m := range r.Members {
 			o.ramp.Members[i] += m
 		}
@@ -134,12 +141,12 @@ func (co *coordinator) runPhases() (o outcome) {
 
 	co.setPhase("hold")
 	time.Sleep(time.Second / 2) // let the server settle before reading its RSS
-	o.srvRamp = co.scrape()
+	o.srvRamp, o.nodes.ramp = co.scrape()
 	time.Sleep(max(0, cfg.Hold-time.Second/2))
 
 	if cfg.Duration > 0 && cfg.Scenario != "idle" {
 		co.setPhase("traffic")
-		o.srvTraffic = co.scrape()
+		o.srvTraffic, o.nodes.traffic = co.scrape()
 		t1 := time.Now()
 		trs, err := broadcast[trafficResult](co, "traffic", o.ramp.Members, "trafficked", cfg.Duration+30*time.Second)
 		if err != nil {
@@ -156,7 +163,7 @@ func (co *coordinator) runPhases() (o outcome) {
 		t2 := time.Now()
 		o.drained = co.drain()
 		o.drainSec = time.Since(t2).Seconds()
-		o.srvDrained = co.scrape()
+		o.srvDrained, o.nodes.drained = co.scrape()
 	}
 
 	co.setPhase("close")

@@ -72,7 +72,8 @@ type Report struct {
 		CPUTraffic    float64 `json:"cpu_seconds_traffic"`
 		CPUPerMillion float64 `json:"cpu_seconds_per_million_deliveries"`
 		DelivSource   string  `json:"deliveries_counted_by"`
-	} `json:"server"`
+	} `json:"server"` // with several -url nodes: the whole cluster, from the sums of their metrics
+	Nodes []nodeReport `json:"nodes,omitempty"` // per node, with several -url nodes
 
 	Generator struct {
 		Processes      int     `json:"processes"`
@@ -100,7 +101,7 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	r := &Report{Config: cfg, Started: co.start, Seconds: time.Since(co.start).Seconds(), Processes: len(co.shards)}
 	co.mu.Lock()
 	r.Phases, r.Series = co.phases, co.series
-	srvErr := co.srvError
+	srvErr, nodeErr := co.srvError, append([]string(nil), co.nodeErr...)
 	co.mu.Unlock()
 	r.Phases = append([]phaseSpan(nil), r.Phases...)
 
@@ -177,6 +178,7 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	}
 	c.Latency = summarize(conn)
 	co.serverFigures(r, o, srvErr)
+	r.Nodes = nodeFigures(cfg, o.nodes, r.Series, o.ramp.JoinedNode, nodeErr)
 	verdict(r)
 	return r
 }
@@ -269,6 +271,11 @@ func verdict(r *Report) {
 	if !r.Server.Available {
 		warn("server metrics unavailable (%s)", r.Server.Error)
 	}
+	if n := len(r.Nodes); n > 1 && cfg.Proto == "chat" && cfg.Scenario != "dm" {
+		if span := roomSpan(cfg.Rooms, n); span < n {
+			warn("with -rooms %d over %d nodes each room has members on only %d node(s): pick -rooms coprime to the node count", cfg.Rooms, n, span)
+		}
+	}
 	v.OK = len(v.Reasons) == 0
 }
 
@@ -347,13 +354,19 @@ func printSummary(w io.Writer, r *Report) {
 	if cfg.Scenario == "slow" {
 		fmt.Fprintf(w, "slow:       %d stopped reading; closed by server %d, still open %d (latency above is the others')\n", r.Slow.Connected, r.Slow.ClosedByServer, r.Slow.StillOpen)
 	}
+	label := "server:   "
+	if len(r.Nodes) > 0 {
+		label = "  total:  "
+		fmt.Fprintf(w, "cluster:    %d nodes; whole-cluster totals from the sums of their metrics, then each node:\n", len(r.Nodes))
+	}
 	if s.Available {
-		fmt.Fprintf(w, "server:     RSS %.1f MiB after ramp (%+.0f B/conn vs. before the ramp), peak %.1f MiB; goroutines %.0f (max %.0f); CPU %.2fs in traffic = %.2fs per million deliveries\n",
-			s.RSSAfterRamp/(1<<20), s.RSSPerConn, s.RSSPeak/(1<<20), s.Goroutines, s.GoroutinesMax, s.CPUTraffic, s.CPUPerMillion)
+		fmt.Fprintf(w, "%s  RSS %.1f MiB after ramp (%+.0f B/conn vs. before the ramp), peak %.1f MiB; goroutines %.0f (max %.0f); CPU %.2fs in traffic = %.2fs per million deliveries\n",
+			label, s.RSSAfterRamp/(1<<20), s.RSSPerConn, s.RSSPeak/(1<<20), s.Goroutines, s.GoroutinesMax, s.CPUTraffic, s.CPUPerMillion)
 		fmt.Fprintf(w, "  ramp:     CPU %.2fs = %.1f us per connection (handshake, join, presence)\n", s.CPURamp, s.CPUPerConnUS)
 	} else {
-		fmt.Fprintf(w, "server:     no metrics (%s)\n", s.Error)
+		fmt.Fprintf(w, "%s  no metrics (%s)\n", label, s.Error)
 	}
+	printNodes(w, r.Nodes)
 	fmt.Fprintf(w, "generator:  RSS %.1f MiB for %d sockets = %.0f B/socket (%.0f B marginal); CPU %.2fs (%.2fs per million deliveries)\n",
 		float64(g.RSS)/(1<<20), g.Sockets, g.PerSocket, g.PerSocketDelta, g.CPU, g.CPUPerMillion)
 	fmt.Fprintf(w, "close:      %d clean, %d forced; server close codes %s\n", r.CleanCloses, r.ForcedCloses, fmtMap(d.CloseCodes))

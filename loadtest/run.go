@@ -27,7 +27,10 @@ type point struct {
 	Max       int64      `json:"max_us"`
 	GenRSS    int64      `json:"generator_rss"`
 	GenCPU    float64    `json:"generator_cpu_seconds"`
-	Server    *srvSample `json:"server,omitempty"`
+	Server    *srvSample `json:"server,omitempty"` // with several nodes: their sum
+	// Nodes has each node's sample (null where one did not answer), only
+	// with several -url nodes.
+	Nodes []*srvSample `json:"nodes,omitempty"`
 }
 
 // srvSample is what we read from the server's /metrics.
@@ -53,8 +56,8 @@ type coordinator struct {
 	phase    string
 	series   []point
 	phases   []phaseSpan
-	lastSrv  *srvSample
-	srvError string
+	srvError string   // the last metrics error of any node
+	nodeErr  []string // the last metrics error of each node
 }
 
 type phaseSpan struct {
@@ -110,10 +113,13 @@ func (co *coordinator) sample(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case now := <-tk.C:
 			t := co.sum()
-			srv := co.scrape()
+			srv, nodes := co.scrape()
 			co.mu.Lock()
 			p := point{T: now.Sub(co.start).Seconds(), Phase: co.phase, Open: t.Open, ChurnOpen: t.ChurnOpen,
 				Deliv: t.Deliv, Sent: t.Sent, P99: t.WinP99, Max: t.WinMax, Server: srv, GenRSS: t.RSS, GenCPU: t.CPU}
+			if len(nodes) > 1 {
+				p.Nodes = nodes
+			}
 			p.DelivRate = float64(t.Deliv-prev) / now.Sub(prevT).Seconds()
 			prev, prevT = t.Deliv, now
 			co.series = append(co.series, p)
@@ -122,35 +128,6 @@ func (co *coordinator) sample(stop <-chan struct{}, done chan<- struct{}) {
 			co.prog.update(phase, t.Open, int64(co.cfg.Conns), p.DelivRate, time.Since(co.start))
 		}
 	}
-}
-
-// scrape reads the server's /metrics; nil if unavailable (then the report
-// says so instead of failing: a foreign server may have no metrics).
-func (co *coordinator) scrape() *srvSample {
-	if co.cfg.MetricsURL == "off" {
-		return nil
-	}
-	resp, err := co.client.Get(co.cfg.MetricsURL)
-	if err != nil {
-		co.noteSrvError(err.Error())
-		return nil
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		co.noteSrvError(resp.Status)
-		return nil
-	}
-	s := parseMetrics(resp.Body)
-	co.mu.Lock()
-	co.lastSrv = s
-	co.mu.Unlock()
-	return s
-}
-
-func (co *coordinator) noteSrvError(e string) {
-	co.mu.Lock()
-	co.srvError = e
-	co.mu.Unlock()
 }
 
 // parseMetrics reads the few series we need from the Prometheus text

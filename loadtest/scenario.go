@@ -17,6 +17,7 @@ type rampResult struct {
 	Failed      int64   `json:"failed"`
 	Members     []int64 `json:"members"` // reading static members per room
 	SlowMembers int64   `json:"slow_members"`
+	JoinedNode  []int64 `json:"joined_per_node,omitempty"` // with several -url nodes
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -84,6 +85,12 @@ func (g *gen) ramp() rampResult {
 	}
 	g.drainSlowOnce()
 	res := rampResult{Joined: g.joined.Load(), Failed: g.failed.Load(), Seconds: time.Since(start).Seconds()}
+	if len(g.joinedNode) > 1 {
+		res.JoinedNode = make([]int64, len(g.joinedNode))
+		for i := range g.joinedNode {
+			res.JoinedNode[i] = g.joinedNode[i].Load()
+		}
+	}
 	res.Members = make([]int64, max(cfg.Rooms, 1))
 	for _, c := range g.clients {
 		if c != nil && c.room >= 0 && c.joinedOK.Load() {
@@ -119,7 +126,7 @@ func (g *gen) dialSlow(id int) {
 		g.failures[reason]++
 		g.mu.Unlock()
 	}
-	conn, err := g.slowDialer(id).Dial("tcp", g.hostPort)
+	conn, err := g.slowDialer(id).Dial("tcp", g.target(id).hostPort)
 	if err != nil {
 		fail(classify(err))
 		return
@@ -149,6 +156,7 @@ func (g *gen) dialSlow(id int) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	g.joined.Add(1)
+	g.joinedNode[nodeOf(id, len(g.joinedNode))].Add(1)
 	g.mu.Lock()
 	g.slow = append(g.slow, conn)
 	g.mu.Unlock()
