@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"nbchat/cluster"
 	"nbchat/loop"
 	"nbchat/store"
 	"nbchat/web"
@@ -48,6 +49,8 @@ func run(args []string) error {
 		debugAddr string
 		dataDir   string
 		gcPct     int
+		natsURLs  string
+		ccfg      cluster.Config
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum WebSocket connections (0: the file limit less headroom)")
@@ -79,6 +82,9 @@ func run(args []string) error {
 	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
 	fs.IntVar(&gcPct, "gc-percent", 25, "Go GC target percent (GOGC, which overrides it): lower keeps memory per idle connection down")
 	fs.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
+	fs.StringVar(&natsURLs, "nats", "", "join a cluster through these NATS servers (comma-separated nats:// URLs; off when empty)")
+	fs.StringVar(&ccfg.Name, "node", "", "this node's name in the cluster, unique (default: random)")
+	fs.StringVar(&ccfg.Prefix, "nats-prefix", "nbchat", "NATS subject prefix, so several clusters can share NATS")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -128,9 +134,28 @@ func run(args []string) error {
 			log.Warn("debug server stopped", "err", http.ListenAndServe(debugAddr, nil))
 		}()
 	}
+	var node *cluster.Node
+	if natsURLs != "" {
+		ccfg.URLs = strings.Split(natsURLs, ",")
+		ccfg.Logger = log
+		var err error
+		if node, err = cluster.New(ccfg); err != nil {
+			return err
+		}
+		// Closed after the server: its connections' leaves and name
+		// releases go out first.
+		defer node.Close()
+		cfg.Room.Cluster = node
+		cfg.Collectors = node.Collectors()
+	}
 	srv, err := loop.New(cfg)
 	if err != nil {
 		return err
+	}
+	if node != nil {
+		if err := node.Start(srv.Hub()); err != nil {
+			return err
+		}
 	}
 	if err := srv.Start(); err != nil {
 		return err

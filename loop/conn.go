@@ -357,7 +357,7 @@ func (c *conn) handle(r *protocol.Request) {
 		}
 		c.publish(c.rooms[i], r)
 	case protocol.TypeDM:
-		if err := c.srv.hub.DM(c.user, r.To, r.Text); err != nil {
+		if err := c.srv.hub.DM(c.user, r.To, r.Text, r.ID); err != nil {
 			c.replyError(r.ID, err)
 		}
 	case protocol.TypeHistory:

@@ -15,6 +15,7 @@ import (
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/logging"
 	"github.com/lesismal/nbio/nbhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"nbchat/protocol"
@@ -83,6 +84,8 @@ type Config struct {
 	Room room.Config
 	// Page serves the chat page at "/". Optional.
 	Page http.Handler
+	// Collectors are more Prometheus series for /metrics (the cluster's).
+	Collectors []prometheus.Collector
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -187,6 +190,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.m = newMetrics(func() int { return int(s.conns.count.Load()) }, s.hub.Stats)
+	s.m.reg.MustRegister(cfg.Collectors...)
 	for range cfg.Flushers {
 		s.flushers = append(s.flushers, newFlusher(s))
 	}

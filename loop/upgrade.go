@@ -3,6 +3,7 @@ package loop
 import (
 	"crypto/sha1" //nolint:gosec // RFC 6455 section 4.2.2 prescribes SHA-1
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 
 	"nbchat/protocol"
+	"nbchat/room"
 )
 
 // keyGUID is the fixed string of RFC 6455 section 1.3.
@@ -79,14 +81,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Compress && offersDeflate(r.Header) {
 		c.deflate, c.dec.allowRSV1 = true, true
 	}
-	user, ok := s.hub.Register(name, c)
-	if !ok {
+	user, err := s.hub.Connect(name, c, dmSince)
+	if err != nil {
 		s.perIP.release(ip)
-		s.refuse(w, http.StatusConflict, "name taken")
+		if errors.Is(err, room.ErrNameTaken) {
+			s.refuse(w, http.StatusConflict, "name taken")
+		} else {
+			w.Header().Set("Retry-After", retryAfter)
+			s.refuse(w, http.StatusServiceUnavailable, "cluster unavailable")
+		}
 		return
 	}
 	c.user = user
-	nbc, hc, err := takeOver(w)
+	var nbc *nbio.Conn
+	var hc net.Conn
+	nbc, hc, err = takeOver(w)
 	if err != nil {
 		s.perIP.release(ip)
 		s.hub.Unregister(user, c)

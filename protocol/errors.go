@@ -15,6 +15,8 @@ const (
 	CodeTooMany     Code = "too_many_rooms"
 	CodeForbidden   Code = "forbidden"
 	CodeInternal    Code = "internal"
+	CodeUnavailable Code = "unavailable" // a cluster node the request needs is unreachable; retry
+	CodeGap         Code = "gap"         // messages were lost between nodes; rejoin with since
 )
 
 // Error is a request the server refuses; it is answered with an error

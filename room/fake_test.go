@@ -209,5 +209,5 @@ func unregister(h *Hub, name string, m Member) {
 }
 
 func dm(h *Hub, from Member, to, text []byte) *protocol.Error {
-	return h.DM(h.user([]byte(from.Name())), to, text)
+	return h.DM(h.user([]byte(from.Name())), to, text, nil)
 }

@@ -47,6 +47,9 @@ type Config struct {
 	// Store, if set, keeps messages on disk: a message is shown and
 	// acknowledged only once stored, and seqs continue after a restart.
 	Store *store.Store
+	// Cluster, if set, shares rooms, names and direct messages with other
+	// nodes (see cluster.go).
+	Cluster Cluster
 	// Logger receives errors loading from the store. Default slog.Default().
 	Logger *slog.Logger
 	// OnBroadcast, if set, is called after each room broadcast with the
@@ -123,7 +126,10 @@ type roomShard struct {
 type userShard struct {
 	mu    sync.RWMutex
 	users map[string]*User
-	_     [40]byte
+	// locals are the users connected to this node, in a cluster; their
+	// owner may be another node.
+	locals map[string]*User
+	_      [32]byte
 }
 
 // New returns a hub and starts its presence ticker; Close stops it.
@@ -142,6 +148,7 @@ func New(cfg Config) (*Hub, error) {
 	for i := range h.rooms {
 		h.rooms[i].rooms = make(map[string]*Room)
 		h.users[i].users = make(map[string]*User)
+		h.users[i].locals = make(map[string]*User)
 	}
 	go h.presenceLoop()
 	return h, nil

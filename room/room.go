@@ -40,6 +40,21 @@ type Room struct {
 	// Coalesced presence waiting for the next tick (big rooms only).
 	joined, left   []string
 	presenceQueued bool
+
+	// In a cluster (see cluster.go): owner is the node that orders the
+	// room, "" for this one. An owned room also has members on other
+	// nodes (remotes, by node, then name); total counts every member.
+	// A mirrored room's members are local; seq is the last message shown.
+	owner     string
+	claimed   bool
+	remotes   map[string]map[string]*remoteMember
+	total     int
+	ids       map[string]*idRing // owned: recent message ids by sender
+	joining   map[Member]struct{} // mirrored: joins the owner has not answered
+	synced    bool                // mirrored: seq is the owner's
+	resyncing bool
+	held      []HistEntry // mirrored: messages after a gap, until it is filled
+	inflight  []Envelope  // mirrored: messages sent to the owner, not yet acknowledged
 }
 
 // pendingMsg is a message waiting for the store.
@@ -67,7 +82,12 @@ func newRoom(h *Hub, s *roomShard, name string) *Room {
 		names: btree.NewG(16, func(a, b string) bool { return a < b }),
 		hist:  history{max: max(h.cfg.HistorySize, 0)},
 	}
-	h.load(r.key, &r.seq, &r.hist)
+	if c := h.cfg.Cluster; c != nil {
+		r.owner = c.RoomOwner(name)
+	}
+	if r.owner == "" {
+		h.load(r.key, &r.seq, &r.hist)
+	}
 	r.durable = r.seq
 	return r
 }
@@ -90,6 +110,10 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 	if r.gone.Load() {
 		return false, nil
 	}
+	if r.owner != "" {
+		return true, r.joinViaOwnerLocked(m, ref, since)
+	}
+	r.claimLocked()
 	if since > int64(r.durable) {
 		return true, errSinceAhead
 	}
@@ -97,8 +121,9 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 		r.index[m] = len(r.members)
 		r.members = append(r.members, m)
 		r.names.ReplaceOrInsert(m.Name())
-		r.count.Store(int32(len(r.members)))
-		r.presenceLocked(m, protocol.EventJoin)
+		r.total++
+		r.count.Store(int32(r.total))
+		r.presenceLocked(m.Name(), m, protocol.EventJoin)
 	}
 	rec := protocol.RecoveryNone
 	if since >= 0 {
@@ -107,7 +132,7 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 			rec = protocol.RecoveryFull
 		}
 	}
-	m.Send(protocol.Joined(ref, r.name, len(r.members), r.firstNames(r.hub.cfg.JoinedNames), r.durable, rec))
+	m.Send(protocol.Joined(ref, r.name, r.total, r.firstNames(r.hub.cfg.JoinedNames), r.durable, rec))
 	switch {
 	case since >= 0:
 		r.hist.since(m, uint64(since))
@@ -132,6 +157,9 @@ func (r *Room) Drop(m Member) { r.remove(m) }
 
 func (r *Room) remove(m Member) bool {
 	r.mu.Lock()
+	if r.owner != "" {
+		return r.removeMirroredLocked(m) // unlocks
+	}
 	i, ok := r.index[m]
 	if !ok {
 		r.mu.Unlock()
@@ -145,14 +173,15 @@ func (r *Room) remove(m Member) bool {
 	r.members = r.members[:last]
 	delete(r.index, m)
 	r.names.Delete(m.Name())
-	r.count.Store(int32(len(r.members)))
+	r.total--
+	r.count.Store(int32(r.total))
 	// An empty room stays while it keeps history, so its seq continues
 	// and returning members can recover; the sweep drops it later.
-	gone := len(r.members) == 0 && r.hist.n == 0 && len(r.pending) == 0
+	gone := r.total == 0 && r.hist.n == 0 && len(r.pending) == 0
 	if gone {
 		r.gone.Store(true)
-	} else if len(r.members) > 0 {
-		r.presenceLocked(m, protocol.EventLeave)
+	} else if r.total > 0 {
+		r.presenceLocked(m.Name(), m, protocol.EventLeave)
 	}
 	r.mu.Unlock()
 	if gone {
@@ -170,10 +199,35 @@ var errNotMember = &protocol.Error{Code: protocol.CodeNotMember, Message: "not a
 func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 	ts := time.Now().UnixMilli()
 	r.mu.Lock()
+	if r.owner != "" {
+		// The owner numbers it; the ack and the message come back from it.
+		err := r.forwardLocked(&Envelope{Op: OpPublish, Room: r.name, Name: m.Name(), Text: text, ID: id})
+		r.mu.Unlock()
+		if err != nil {
+			return 0, errUnavailable
+		}
+		return 0, nil
+	}
 	if _, ok := r.index[m]; !ok {
 		r.mu.Unlock()
 		return 0, errNotMember
 	}
+	r.claimLocked()
+	if seq, dup := r.recall(m.Name(), id); dup {
+		r.mu.Unlock()
+		if a, ok := m.(Acker); ok {
+			a.Acked(r.name, id, seq)
+		}
+		return seq, nil
+	}
+	seq := r.publishLocked(m, text, id, ts)
+	r.mu.Unlock()
+	r.hub.messages.Add(1)
+	return seq, nil
+}
+
+// publishLocked numbers and stores or shows a message. r.mu must be held.
+func (r *Room) publishLocked(m Member, text, id []byte, ts int64) uint64 {
 	r.seq++
 	seq := r.seq
 	f := protocol.Msg(r.name, m.Name(), text, seq, ts)
@@ -185,9 +239,7 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 	} else {
 		r.showLocked(f, seq, ts, m, id)
 	}
-	r.mu.Unlock()
-	r.hub.messages.Add(1)
-	return seq, nil
+	return seq
 }
 
 // Durable implements store.Stream: messages up to seq are on disk.
@@ -216,8 +268,9 @@ func (r *Room) showLocked(f *protocol.Frame, seq uint64, ts int64, from Member, 
 	r.durable = seq
 	f.Retain(1)
 	r.hist.add(f, seq, ts)
-	r.broadcastLocked(f)
+	r.broadcastLocked(f, seq, ts)
 	if id != nil {
+		r.remember(from.Name(), id, seq)
 		if a, ok := from.(Acker); ok {
 			a.Acked(r.name, id, seq)
 		}
@@ -236,6 +289,12 @@ func clone(b []byte) []byte {
 func (r *Room) History(m Member, before int64, limit int, ref []byte) *protocol.Error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.owner != "" {
+		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpHistory, Room: r.name, Name: m.Name(), Before: before, Limit: limit, Ref: ref}) != nil {
+			return errUnavailable
+		}
+		return nil
+	}
 	if _, ok := r.index[m]; !ok {
 		return errNotMember
 	}
@@ -250,17 +309,51 @@ func (r *Room) sweep(cutoff int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hist.expire(cutoff)
-	if len(r.members) == 0 && r.hist.n == 0 && len(r.pending) == 0 {
+	if r.owner != "" {
+		if len(r.members) == 0 && len(r.joining) == 0 {
+			r.gone.Store(true)
+			return true
+		}
+		return false
+	}
+	if r.total == 0 && r.hist.n == 0 && len(r.pending) == 0 {
 		r.gone.Store(true)
 		return true
 	}
 	return false
 }
 
-// broadcastLocked queues f to every member and releases the caller's
-// reference. r.mu must be held: it is what keeps every member's queue in
-// seq order.
-func (r *Room) broadcastLocked(f *protocol.Frame) {
+// broadcastLocked queues f to every member, on this node and others, and
+// releases the caller's reference. r.mu must be held: it is what keeps
+// every member's queue in seq order. seq is 0 for presence.
+func (r *Room) broadcastLocked(f *protocol.Frame, seq uint64, ts int64) {
+	r.deliverRemotesLocked(f, seq, ts, "")
+	r.broadcastLocalLocked(f, "")
+}
+
+// deliverRemotesLocked sends f to the other nodes with members, each once;
+// their copies of the room fan it out.
+func (r *Room) deliverRemotesLocked(f *protocol.Frame, seq uint64, ts int64, except string) {
+	if len(r.remotes) == 0 {
+		return
+	}
+	e := Envelope{Op: OpFrame, Room: r.name, Name: except, Seq: seq, TS: ts, Frames: [][]byte{f.Payload()}}
+	for node := range r.remotes {
+		r.hub.cfg.Cluster.Deliver(node, &e)
+	}
+}
+
+// broadcastLocalLocked queues f to every member on this node but the one
+// called except, and releases the caller's reference.
+func (r *Room) broadcastLocalLocked(f *protocol.Frame, except string) {
+	if except != "" {
+		for _, m := range r.members {
+			if m.Name() == except {
+				r.broadcastExceptLocked(f, m)
+				return
+			}
+		}
+	}
 	start := time.Now()
 	n := len(r.members)
 	f.Retain(n)
@@ -295,6 +388,16 @@ func (r *Room) broadcastExceptLocked(f *protocol.Frame, skip Member) {
 func (r *Room) Members(m Member, after []byte, limit int, ref []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.owner != "" {
+		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpMembers, Room: r.name, Name: m.Name(), After: after, Limit: limit, Ref: ref}) != nil {
+			m.Send(protocol.Err(ref, errUnavailable))
+		}
+		return
+	}
+	r.membersLocked(m, after, limit, ref)
+}
+
+func (r *Room) membersLocked(m Member, after []byte, limit int, ref []byte) {
 	names := func(yield func(string) bool) {
 		n := 0
 		r.names.AscendGreaterOrEqual(string(after), func(name string) bool {
@@ -305,7 +408,7 @@ func (r *Room) Members(m Member, after []byte, limit int, ref []byte) {
 			return n <= limit && yield(name)
 		})
 	}
-	m.Send(protocol.Members(ref, r.name, len(r.members), names))
+	m.Send(protocol.Members(ref, r.name, r.total, names))
 }
 
 // firstNames yields up to n member names in name order. r.mu must be held
@@ -320,12 +423,19 @@ func (r *Room) firstNames(n int) func(func(string) bool) {
 	}
 }
 
-// presenceLocked tells the other members that m joined or left: at once in
-// a small room, at the next tick in a big one. r.mu must be held.
-func (r *Room) presenceLocked(m Member, event string) {
+// presenceLocked tells the other members that the member called name (m
+// if it is on this node, else nil) joined or left: at once in a small room,
+// at the next tick in a big one. r.mu must be held.
+func (r *Room) presenceLocked(name string, m Member, event string) {
 	cfg := &r.hub.cfg
-	if len(r.members) <= cfg.PresenceLimit && !r.presenceQueued {
-		r.broadcastExceptLocked(protocol.PresenceEvent(r.name, event, m.Name(), len(r.members)), m)
+	if r.total <= cfg.PresenceLimit && !r.presenceQueued {
+		f := protocol.PresenceEvent(r.name, event, name, r.total)
+		r.deliverRemotesLocked(f, 0, 0, name)
+		if m != nil {
+			r.broadcastExceptLocked(f, m)
+		} else {
+			r.broadcastLocalLocked(f, "")
+		}
 		return
 	}
 	list := &r.joined
@@ -333,7 +443,7 @@ func (r *Room) presenceLocked(m Member, event string) {
 		list = &r.left
 	}
 	if len(*list) < cfg.PresenceNames {
-		*list = append(*list, m.Name())
+		*list = append(*list, name)
 	}
 	if !r.presenceQueued {
 		r.presenceQueued = true
@@ -350,7 +460,9 @@ func (r *Room) flushPresence() {
 		r.joined, r.left = r.joined[:0], r.left[:0]
 		return
 	}
-	r.broadcastLocked(protocol.PresenceBatch(r.name, r.joined, r.left, len(r.members)))
+	if r.owner == "" {
+		r.broadcastLocked(protocol.PresenceBatch(r.name, r.joined, r.left, r.total), 0, 0)
+	}
 	clear(r.joined)
 	clear(r.left)
 	r.joined, r.left = r.joined[:0], r.left[:0]

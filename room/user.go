@@ -33,6 +33,13 @@ type User struct {
 	inbox    history
 	pending  []pendingMsg // direct messages waiting for the store
 	ids      *idRing
+
+	// In a cluster, a user connected here whose owner is another node
+	// (remote) gets its welcome from the owner (welcome), and what arrives
+	// for it before Attach waits in early.
+	remote  bool
+	welcome [][]byte
+	early   []*protocol.Frame
 }
 
 // Key implements store.Stream.
@@ -52,8 +59,23 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 	if u.member != m {
 		return nil
 	}
+	if u.remote {
+		for _, p := range u.welcome {
+			m.Send(protocol.NewFrame(protocol.OpText, p))
+		}
+		u.welcome = nil
+		for _, f := range u.early {
+			m.Send(f)
+		}
+		u.early, u.attached = nil, true
+		return nil
+	}
 	m.Send(protocol.Welcome(u.name, u.durable))
 	u.attached = true
+	for _, f := range u.early {
+		m.Send(f)
+	}
+	u.early = nil
 	if dmSince > int64(u.durable) {
 		return errSinceAhead
 	}
@@ -203,10 +225,154 @@ func (h *Hub) Unregister(u *User, m Member) {
 		return
 	}
 	u.member, u.attached = nil, false
+	for _, f := range u.early {
+		f.Release()
+	}
+	u.early = nil
+	if c := h.cfg.Cluster; c != nil {
+		if s.locals[u.name] == u {
+			delete(s.locals, u.name)
+		}
+		if u.remote {
+			if owner := c.UserOwner(u.name); owner != "" {
+				_ = c.Send(owner, &Envelope{Op: OpRelease, Name: u.name})
+			}
+			return
+		}
+	}
 	// The user stays until the sweep after OfflineTTL, so a DM sent just
 	// after a disconnect is kept for the reconnect, not refused.
 	u.offlineAt = time.Now().UnixMilli()
 }
+
+// Connect claims name for m, which will be attached with dmSince: on this
+// node, or, in a cluster, at the name's owner node (which answers with the
+// welcome). It fails with ErrNameTaken or ErrUnavailable.
+func (h *Hub) Connect(name string, m Member, dmSince int64) (*User, error) {
+	c := h.cfg.Cluster
+	owner := ""
+	if c != nil {
+		owner = c.UserOwner(name)
+	}
+	if owner == "" {
+		u, ok := h.Register(name, m)
+		if !ok {
+			return nil, ErrNameTaken
+		}
+		if c != nil {
+			u.shard.mu.Lock()
+			u.shard.locals[name] = u
+			u.shard.mu.Unlock()
+		}
+		return u, nil
+	}
+	frames, err := c.Register(owner, name, dmSince)
+	if err != nil {
+		return nil, err
+	}
+	s := &h.users[fnv32a(name)&h.mask]
+	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, welcome: frames}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.locals[name]; old != nil && old.member != nil {
+		// A connection here holds the name though the owner let it go.
+		_ = c.Send(owner, &Envelope{Op: OpRelease, Name: name})
+		return nil, ErrNameTaken
+	}
+	s.locals[name] = u
+	return u, nil
+}
+
+// RegisterRemote claims name, owned here, for a connection on node, and
+// returns the payloads of its welcome and of its direct messages after
+// dmSince.
+func (h *Hub) RegisterRemote(node, name string, dmSince int64) ([][]byte, error) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := h.ownedUserLocked(s, name)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.member != nil {
+		return nil, ErrNameTaken
+	}
+	u.member, u.attached, u.offlineAt = &remoteMember{h: h, node: node, name: name}, true, 0
+	col := collector{name: name}
+	col.Send(protocol.Welcome(name, u.durable))
+	if dmSince > int64(u.durable) {
+		col.Send(protocol.Err(nil, errSinceAhead))
+	} else if dmSince >= 0 {
+		u.inbox.since(&col, uint64(dmSince))
+	}
+	p := col.payloads()
+	for i := range p {
+		p[i] = clone(p[i])
+	}
+	col.release()
+	return p, nil
+}
+
+// ownedUserLocked returns the user called name, creating it. s.mu must be
+// held.
+func (h *Hub) ownedUserLocked(s *userShard, name string) *User {
+	u := s.users[name]
+	if u == nil {
+		u = &User{name: name, key: "u/" + name, hub: h, shard: s}
+		u.inbox.max = max(h.cfg.DMHistory, 0)
+		h.load(u.key, &u.dmSeq, &u.inbox)
+		u.durable = u.dmSeq
+		u.offlineAt = time.Now().UnixMilli()
+		s.users[name] = u
+	}
+	return u
+}
+
+// adopt records that name, owned here since the cluster changed, is
+// connected on node.
+func (h *Hub) adopt(node, name string) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := h.ownedUserLocked(s, name)
+	u.mu.Lock()
+	if u.member == nil {
+		u.member, u.attached, u.offlineAt = &remoteMember{h: h, node: node, name: name}, true, 0
+	}
+	u.mu.Unlock()
+}
+
+// releaseRemote lets name go if its connection on node held it.
+func (h *Hub) releaseRemote(node, name string) {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[name]
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	if rm, ok := u.member.(*remoteMember); ok && rm.node == node {
+		u.member, u.attached = nil, false
+		u.offlineAt = time.Now().UnixMilli()
+	}
+	u.mu.Unlock()
+}
+
+// local returns the user connected here under name, in a cluster.
+func (h *Hub) local(name string) *User {
+	s := &h.users[fnv32a(name)&h.mask]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.locals[name]
+}
+
+func (u *User) localMember() Member {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.member
+}
+
+func (h *Hub) ownedUser(name string) *User { return h.user([]byte(name)) }
 
 // Lookup returns the connection holding name.
 func (h *Hub) Lookup(name []byte) (Member, bool) {
@@ -230,7 +396,15 @@ func (h *Hub) user(name []byte) *User {
 // DM sends text from one user to the user named to, connected or recently
 // connected, and echoes it to the sender; a DM to oneself arrives once.
 // Each party gets it numbered in its own sequence and kept for recovery.
-func (h *Hub) DM(from *User, to, text []byte) *protocol.Error {
+func (h *Hub) DM(from *User, to, text, ref []byte) *protocol.Error {
+	if c := h.cfg.Cluster; c != nil {
+		if owner := c.UserOwner(string(to)); owner != "" {
+			if c.Send(owner, &Envelope{Op: OpDM, Name: from.name, To: string(to), Text: text, Ref: ref}) != nil {
+				return errUnavailable
+			}
+			return nil
+		}
+	}
 	target := h.user(to)
 	if target == nil {
 		return errNoSuchUser
@@ -239,11 +413,42 @@ func (h *Hub) DM(from *User, to, text []byte) *protocol.Error {
 	h.messages.Add(1)
 	target.deliver(from.name, target.name, text, ts)
 	h.deliveries.Add(1)
-	if target != from {
-		from.deliver(from.name, target.name, text, ts)
-		h.deliveries.Add(1)
+	if target.name != from.name {
+		h.echoDM(from.name, target.name, text, ts)
 	}
 	return nil
+}
+
+// remoteDM delivers a direct message sent from another node to a user
+// owned here.
+func (h *Hub) remoteDM(e *Envelope) {
+	target := h.user([]byte(e.To))
+	if target == nil {
+		h.errorTo(e.Node, e.Name, e.Ref, errNoSuchUser)
+		return
+	}
+	ts := time.Now().UnixMilli()
+	h.messages.Add(1)
+	target.deliver(e.Name, target.name, e.Text, ts)
+	h.deliveries.Add(1)
+	if target.name != e.Name {
+		h.echoDM(e.Name, target.name, e.Text, ts)
+	}
+}
+
+// echoDM keeps the sender's copy of a direct message in the sender's own
+// sequence, at the sender's owner node.
+func (h *Hub) echoDM(from, to string, text []byte, ts int64) {
+	if c := h.cfg.Cluster; c != nil {
+		if owner := c.UserOwner(from); owner != "" {
+			_ = c.Send(owner, &Envelope{Op: OpDMEcho, Name: from, To: to, Text: text, TS: ts})
+			return
+		}
+	}
+	if u := h.user([]byte(from)); u != nil {
+		u.deliver(from, to, text, ts)
+		h.deliveries.Add(1)
+	}
 }
 
 // sweepUsers forgets users that have been away longer than OfflineTTL and

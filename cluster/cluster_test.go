@@ -1,0 +1,400 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"nbchat/loop"
+)
+
+// startNATS runs a NATS server in the test process on port (0: any) and
+// returns it with its URL.
+func startNATS(t testing.TB, port int) (*server.Server, string) {
+	t.Helper()
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns, fmt.Sprintf("nats://%s", ns.Addr().(*net.TCPAddr).String())
+}
+
+// testNode is one nbchat node: a cluster membership and a chat server.
+type testNode struct {
+	name string
+	node *Node
+	srv  *loop.Server
+	addr string
+	dead bool
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// startNodes starts n nodes on natsURL and waits until each sees all.
+func startNodes(t *testing.T, natsURL string, n int) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := range n {
+		nodes = append(nodes, startNode(t, natsURL, fmt.Sprintf("n%d", i+1)))
+	}
+	waitView(t, nodes, n)
+	return nodes
+}
+
+func startNode(t *testing.T, natsURL, name string) *testNode {
+	t.Helper()
+	node, err := New(Config{URLs: []string{natsURL}, Name: name, Heartbeat: 100 * time.Millisecond,
+		DeadAfter: 700 * time.Millisecond, Timeout: time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := loop.Config{Addr: "127.0.0.1:0", Logger: quiet, Collectors: node.Collectors(), RateBurst: -1}
+	cfg.Room.Cluster = node
+	cfg.Room.Logger = quiet
+	cfg.Room.PresenceInterval = 100 * time.Millisecond
+	srv, err := loop.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(srv.Hub()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tn := &testNode{name: name, node: node, srv: srv, addr: srv.Addr()}
+	t.Cleanup(func() { tn.stop() })
+	return tn
+}
+
+// stop shuts the node down gracefully.
+func (tn *testNode) stop() {
+	if tn.dead {
+		return
+	}
+	tn.dead = true
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = tn.srv.Shutdown(ctx)
+	tn.node.Close()
+}
+
+// kill drops the node as a crash would for the others: no goodbye, no
+// leaves, its NATS connection just goes.
+func (tn *testNode) kill() {
+	tn.dead = true
+	close(tn.node.stop)
+	<-tn.node.done
+	tn.node.nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = tn.srv.Shutdown(ctx)
+}
+
+// waitView waits until every live node sees n nodes.
+func waitView(t *testing.T, nodes []*testNode, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, tn := range nodes {
+		if tn.dead {
+			continue
+		}
+		for len(tn.node.Nodes()) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s sees %v, want %d nodes", tn.name, tn.node.Nodes(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// roomOwnedBy finds a room name that node owns.
+func roomOwnedBy(t *testing.T, viewer *testNode, owner string) string {
+	for i := range 1000 {
+		name := fmt.Sprintf("room%d", i)
+		o := viewer.node.RoomOwner(name)
+		if o == owner || (o == "" && viewer.name == owner) {
+			return name
+		}
+	}
+	t.Fatalf("no room owned by %s", owner)
+	return ""
+}
+
+// join joins room and waits for the joined reply.
+func (c *wsClient) join(room string) msg {
+	c.t.Helper()
+	c.send(`{"type":"join","room":%q,"id":"j-%s"}`, room, room)
+	return c.await("joined", func(m msg) bool { return m.str("room") == room })
+}
+
+// chat has every client send n messages to room, interleaved, and checks
+// that every client gets every message exactly once, in the same order
+// with the same seqs, and that each sender's acks name those seqs.
+func chat(t *testing.T, room, prefix string, n int, clients ...*wsClient) []msg {
+	t.Helper()
+	for i := range n {
+		for _, c := range clients {
+			c.send(`{"type":"msg","room":%q,"text":"%s %s %d","id":"%s-%s-%d"}`, room, prefix, c.name, i, prefix, c.name, i)
+		}
+	}
+	total := n * len(clients)
+	var first []msg
+	for ci, c := range clients {
+		got := c.collect(room, prefix+" ", total, 15*time.Second)
+		if len(got) != total {
+			t.Fatalf("%s got %d of %d messages", c.name, len(got), total)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i].num("seq") != got[i-1].num("seq")+1 {
+				t.Fatalf("%s: seq %d after %d", c.name, got[i].num("seq"), got[i-1].num("seq"))
+			}
+		}
+		if ci == 0 {
+			first = got
+			continue
+		}
+		for i := range got {
+			if got[i].num("seq") != first[i].num("seq") || got[i].str("text") != first[i].str("text") {
+				t.Fatalf("%s saw seq %d %q where %s saw seq %d %q", c.name, got[i].num("seq"), got[i].str("text"),
+					clients[0].name, first[i].num("seq"), first[i].str("text"))
+			}
+		}
+	}
+	// The acks arrived before or among the messages; they were skipped by
+	// collect, so check order per sender from the texts instead.
+	for _, c := range clients {
+		last := -1
+		for _, m := range first {
+			var who string
+			var i int
+			if _, err := fmt.Sscanf(m.str("text"), prefix+" %s %d", &who, &i); err != nil {
+				t.Fatalf("bad text %q", m.str("text"))
+			}
+			if who == c.name {
+				if i != last+1 {
+					t.Fatalf("%s's message %d came after its message %d", c.name, i, last)
+				}
+				last = i
+			}
+		}
+	}
+	return first
+}
+
+func TestRoomAcrossNodes(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	alice := connect(t, nodes[0].addr, "alice")
+	bob := connect(t, nodes[1].addr, "bob")
+	carol := connect(t, nodes[2].addr, "carol")
+	const room = "lobby"
+	alice.join(room)
+	bob.join(room)
+	j := carol.join(room)
+	if j.num("count") != 3 {
+		t.Fatalf("carol joined a room of %d, want 3: %v", j.num("count"), j)
+	}
+	if got := j.names("members"); !slices.Equal(got, []string{"alice", "bob", "carol"}) {
+		t.Fatalf("members %v", got)
+	}
+	// Presence crosses nodes.
+	alice.await("presence", func(m msg) bool { return m.str("name") == "carol" && m.str("event") == "join" })
+	msgs := chat(t, room, "hello", 20, alice, bob, carol)
+	if msgs[0].num("seq") != 1 || msgs[len(msgs)-1].num("seq") != 60 {
+		t.Fatalf("seqs %d..%d, want 1..60", msgs[0].num("seq"), msgs[len(msgs)-1].num("seq"))
+	}
+
+	// The member list is the whole cluster's, from any node.
+	bob.send(`{"type":"members","room":%q,"id":"m1"}`, room)
+	m := bob.await("members", nil)
+	if got := m.names("members"); !slices.Equal(got, []string{"alice", "bob", "carol"}) || m.num("count") != 3 {
+		t.Fatalf("members from bob's node: %v", m)
+	}
+	// A leave on one node reaches the others.
+	carol.send(`{"type":"leave","room":%q}`, room)
+	carol.await("left", nil)
+	alice.await("presence", func(m msg) bool { return m.str("name") == "carol" && m.str("event") == "leave" })
+}
+
+func TestNamesAndDMsAcrossNodes(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	// Find a name owned by the third node, so a connection on the first
+	// must claim it remotely.
+	name := ""
+	for i := range 1000 {
+		if n := fmt.Sprintf("bob%d", i); nodes[0].node.UserOwner(n) == "n3" {
+			name = n
+			break
+		}
+	}
+	bob := connect(t, nodes[1].addr, name)
+	for _, tn := range nodes {
+		if status, _ := dial(t, tn.addr, "name="+name); status != 409 {
+			t.Fatalf("second %s on %s: status %d, want 409", name, tn.name, status)
+		}
+	}
+	alice := connect(t, nodes[0].addr, "alice")
+	for i := range 5 {
+		alice.send(`{"type":"dm","to":%q,"text":"psst %d","id":"d%d"}`, name, i, i)
+	}
+	for i := range 5 {
+		m := bob.await("dm", nil)
+		if m.str("from") != "alice" || m.str("text") != fmt.Sprintf("psst %d", i) || m.num("seq") != int64(i+1) {
+			t.Fatalf("bob got %v", m)
+		}
+		e := alice.await("dm", nil)
+		if e.str("to") != name || e.num("seq") != int64(i+1) {
+			t.Fatalf("alice's copy %v", e)
+		}
+	}
+	alice.send(`{"type":"dm","to":"nobody","text":"hi","id":"x"}`)
+	if e := alice.await("error", nil); e.str("code") != "no_such_user" || e.str("ref") != "x" {
+		t.Fatalf("DM to nobody: %v", e)
+	}
+	// The name is free again once bob leaves, on any node, and the DMs
+	// kept for it are recovered with dm_since.
+	bob.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, c := dial(t, nodes[2].addr, "name="+name+"&dm_since=2")
+		if status == 101 {
+			w := c.await("welcome", nil)
+			if w.num("dm_seq") != 5 {
+				t.Fatalf("welcome %v, want dm_seq 5", w)
+			}
+			for i := 3; i <= 5; i++ {
+				if m := c.await("dm", nil); m.num("seq") != int64(i) {
+					t.Fatalf("recovered %v, want seq %d", m, i)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("name still taken after its connection closed: %d", status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRecoverOnAnotherNode(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	room := roomOwnedBy(t, nodes[0], "n1")
+	alice := connect(t, nodes[0].addr, "alice")
+	bob := connect(t, nodes[1].addr, "bob")
+	alice.join(room)
+	bob.join(room)
+	seen := chat(t, room, "a", 5, alice, bob)
+	last := seen[len(seen)-1].num("seq")
+	bob.close()
+	for i := range 7 {
+		alice.send(`{"type":"msg","room":%q,"text":"missed %d","id":"m%d"}`, room, i, i)
+	}
+	alice.collect(room, "missed ", 7, 10*time.Second)
+	bob2 := connect(t, nodes[2].addr, "bob")
+	bob2.send(`{"type":"join","room":%q,"since":%d}`, room, last)
+	j := bob2.await("joined", nil)
+	if j.str("recovered") != "" || j.m("recovered") != true {
+		t.Fatalf("joined %v, want recovered true", j)
+	}
+	got := bob2.collect(room, "missed ", 7, 10*time.Second)
+	if len(got) != 7 || got[0].num("seq") != last+1 {
+		t.Fatalf("recovered %d messages from seq %v, want 7 from %d", len(got), got, last+1)
+	}
+}
+
+func (m msg) m(k string) any { return m[k] }
+
+func TestNodeKilledMidChat(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	// The room's owner is the node that dies, the worst case.
+	room := roomOwnedBy(t, nodes[0], "n3")
+	alice := connect(t, nodes[0].addr, "alice")
+	bob := connect(t, nodes[1].addr, "bob")
+	carol := connect(t, nodes[2].addr, "carol")
+	alice.join(room)
+	bob.join(room)
+	carol.join(room)
+	before := chat(t, room, "before", 10, alice, bob, carol)
+	nodes[2].kill()
+	waitView(t, nodes, 2)
+	// carol leaves the member list within a few seconds.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		alice.send(`{"type":"members","room":%q}`, room)
+		m := alice.await("members", nil)
+		if slices.Equal(m.names("members"), []string{"alice", "bob"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members after carol's node died: %v", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The room goes on under a new owner with the seq continuing.
+	after := chat(t, room, "after", 10, alice, bob)
+	if after[0].num("seq") != before[len(before)-1].num("seq")+1 {
+		t.Fatalf("seq went from %d to %d across the failover", before[len(before)-1].num("seq"), after[0].num("seq"))
+	}
+}
+
+func TestNATSRestartMidChat(t *testing.T) {
+	ns, url := startNATS(t, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	nodes := startNodes(t, url, 3)
+	room := roomOwnedBy(t, nodes[0], "n1")
+	alice := connect(t, nodes[0].addr, "alice")
+	bob := connect(t, nodes[1].addr, "bob")
+	carol := connect(t, nodes[2].addr, "carol")
+	alice.join(room)
+	bob.join(room)
+	carol.join(room)
+	chat(t, room, "before", 5, alice, bob, carol)
+
+	ns.Shutdown()
+	// While NATS is down, the owner's own members chat; the others' sends
+	// wait in their nodes' reconnect buffers.
+	for i := range 5 {
+		alice.send(`{"type":"msg","room":%q,"text":"during alice %d","id":"du-%d"}`, room, i, i)
+		bob.send(`{"type":"msg","room":%q,"text":"during bob %d","id":"db-%d"}`, room, i, i)
+	}
+	time.Sleep(300 * time.Millisecond)
+	startNATS(t, port)
+	waitView(t, nodes, 3)
+	var first []msg
+	for _, c := range []*wsClient{alice, bob, carol} {
+		got := c.collect(room, "during ", 10, 15*time.Second)
+		if len(got) != 10 {
+			t.Fatalf("%s got %d of 10 messages sent across the NATS restart: %v", c.name, len(got), got)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i].num("seq") != got[i-1].num("seq")+1 {
+				t.Fatalf("%s: seq %d after %d", c.name, got[i].num("seq"), got[i-1].num("seq"))
+			}
+		}
+		if first == nil {
+			first = got
+		} else if got[0].num("seq") != first[0].num("seq") {
+			t.Fatalf("%s starts at seq %d, alice at %d", c.name, got[0].num("seq"), first[0].num("seq"))
+		}
+	}
+	chat(t, room, "after", 5, alice, bob, carol)
+}

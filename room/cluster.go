@@ -1,0 +1,816 @@
+package room
+
+import (
+	"errors"
+	"time"
+
+	"nbchat/protocol"
+)
+
+// Cluster connects a hub to the other nodes of a cluster; package cluster
+// implements it over NATS. Without one (Config.Cluster nil) a hub is a
+// whole chat server on its own.
+//
+// Every room and every user has an owner node, chosen by the cluster from
+// the live nodes. A room's owner numbers its messages, keeps its history
+// and its member list; other nodes with members in the room mirror it:
+// they forward their members' requests to the owner and fan the owner's
+// frames out to their own members. A user's owner holds the name (so names
+// are unique across nodes) and the user's direct messages.
+type Cluster interface {
+	// RoomOwner and UserOwner name the node that owns a room or a user;
+	// "" means this node.
+	RoomOwner(room string) string
+	UserOwner(user string) string
+	// Send queues e to node's owner inbox; Deliver queues e to node's
+	// delivery stream. Both keep the order of calls per node and do not
+	// wait for the network; they fail only when the cluster is unreachable.
+	Send(node string, e *Envelope) error
+	Deliver(node string, e *Envelope)
+	// Claim asks every other live node for what it knows of room, so this
+	// node can take the room over; the nodes it reaches hand the room to
+	// it. It waits a bounded time for the answers.
+	Claim(room string) ClaimResult
+	// Register claims name at its owner node for a connection here and
+	// returns the welcome and the direct messages after dmSince.
+	Register(owner, name string, dmSince int64) ([][]byte, error)
+}
+
+// Op is what an Envelope asks for.
+type Op uint8
+
+// Requests to an owner (Cluster.Send).
+const (
+	OpJoin    Op = iota + 1 // Name joins Room; since in Since; reply OpJoined
+	OpLeave                 // Name leaves Room
+	OpPublish               // Name sends Text with ID to Room
+	OpHistory               // Name asks Room's history: Before, Limit, Ref
+	OpMembers               // Name asks Room's members: After, Limit, Ref
+	OpDM                    // Name sends Text to the user To
+	OpDMEcho                // keep the sender's copy of a DM in Name's sequence
+	OpEnsure                // the sender thinks this node owns Room now
+	OpResync                // resend Room's messages after Seq
+	OpRelease               // Name's connection on the sender closed
+	OpAdopt                 // Name is connected on the sender (after a rehome)
+)
+
+// Deliveries to a node (Cluster.Deliver).
+const (
+	OpFrame    Op = iota + 32 // a Room frame for every local member but Name; Seq 0: presence
+	OpJoined                  // Name is now a member of Room at Seq: Frames are its joined reply and replay
+	OpTo                      // Frames for the connection of user Name
+	OpAck                     // Name's message ID is stored in Room as Seq
+	OpResynced                // Room's messages from Seq on, one per frame
+)
+
+// Envelope is one message between nodes. Which fields matter depends on
+// Op; the cluster fills in Node, the sender.
+type Envelope struct {
+	Op     Op
+	Hops   uint8
+	Node   string
+	Room   string
+	Name   string
+	To     string
+	Ref    []byte
+	ID     []byte
+	Text   []byte
+	After  []byte
+	Seq    uint64
+	TS     int64
+	Since  int64
+	Before int64
+	Limit  int
+	Frames [][]byte
+}
+
+// ClaimReply is what one node knows of a room another node claims.
+type ClaimReply struct {
+	Seq   uint64      // the latest message it has
+	Names []string    // its members
+	Hist  []HistEntry // the messages it keeps, oldest first, consecutive
+}
+
+// HistEntry is one kept message.
+type HistEntry struct {
+	Seq     uint64
+	TS      int64
+	Payload []byte
+}
+
+// ClaimResult is every answer to a claim, by node.
+type ClaimResult map[string]ClaimReply
+
+// Errors of clustered operations.
+var (
+	ErrNameTaken   = errors.New("room: name taken")
+	ErrUnavailable = errors.New("room: cluster unavailable")
+
+	errUnavailable = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the room's node is unreachable; try again"}
+)
+
+// remoteMember is a member on another node as its owner room or user sees
+// it: what is sent to it travels as an OpTo delivery.
+type remoteMember struct {
+	h    *Hub
+	node string
+	name string
+}
+
+func (m *remoteMember) Name() string { return m.name }
+
+func (m *remoteMember) Send(f *protocol.Frame) {
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Frames: [][]byte{f.Payload()}})
+	f.Release()
+}
+
+// Acked implements Acker for messages from other nodes.
+func (m *remoteMember) Acked(room string, id []byte, seq uint64) {
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpAck, Room: room, Name: m.name, ID: id, Seq: seq})
+}
+
+// collector gathers the frames meant for a member on another node, so they
+// travel in one delivery.
+type collector struct {
+	name   string
+	frames []*protocol.Frame
+}
+
+func (c *collector) Name() string            { return c.name }
+func (c *collector) Send(f *protocol.Frame) { c.frames = append(c.frames, f) }
+
+// payloads returns the frames' payloads; release drops the frames.
+func (c *collector) payloads() [][]byte {
+	p := make([][]byte, len(c.frames))
+	for i, f := range c.frames {
+		p[i] = f.Payload()
+	}
+	return p
+}
+
+func (c *collector) release() {
+	for _, f := range c.frames {
+		f.Release()
+	}
+	c.frames = nil
+}
+
+// HandleOwner serves a request from another node to this node as owner.
+func (h *Hub) HandleOwner(e *Envelope) {
+	switch e.Op {
+	case OpJoin, OpLeave, OpPublish, OpHistory, OpMembers, OpEnsure, OpResync:
+		h.ownerRoomRequest(e)
+	case OpDM:
+		h.remoteDM(e)
+	case OpDMEcho:
+		if u := h.ownedUser(e.Name); u != nil {
+			u.deliver(e.Name, e.To, e.Text, e.TS)
+			h.deliveries.Add(1)
+		}
+	case OpRelease:
+		h.releaseRemote(e.Node, e.Name)
+	case OpAdopt:
+		h.adopt(e.Node, e.Name)
+	}
+}
+
+// ownerRoomRequest runs a room request on the room this node owns, taking
+// it over first if needed. A request that reached a node that does not own
+// the room by its own view goes on to the owner it knows.
+func (h *Hub) ownerRoomRequest(e *Envelope) {
+	c := h.cfg.Cluster
+	r := h.Find([]byte(e.Room))
+	if (r == nil || r.owner != "") && c.RoomOwner(e.Room) != "" {
+		owner := c.RoomOwner(e.Room)
+		if r != nil {
+			owner = r.ownerName()
+		}
+		if e.Op == OpEnsure || e.Hops >= 2 || owner == "" {
+			h.refuseRemote(e)
+			return
+		}
+		fwd := *e
+		fwd.Hops++
+		if c.Send(owner, &fwd) != nil {
+			h.refuseRemote(e)
+		}
+		return
+	}
+	if r == nil {
+		if e.Op == OpLeave || e.Op == OpResync {
+			return
+		}
+		s := &h.rooms[fnv32a(e.Room)&h.mask]
+		s.mu.Lock()
+		r = s.rooms[e.Room]
+		if r == nil || r.gone.Load() {
+			if r == nil {
+				h.roomCount.Add(1)
+			}
+			r = newRoom(h, s, e.Room)
+			s.rooms[r.name] = r
+		}
+		s.mu.Unlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gone.Load() {
+		h.refuseRemote(e)
+		return
+	}
+	if r.owner != "" {
+		// Our view changed after the lookup: take the room over.
+		r.owner = ""
+		r.claimed = false
+	}
+	r.claimLocked()
+	switch e.Op {
+	case OpJoin:
+		r.joinRemoteLocked(e)
+	case OpLeave:
+		r.leaveRemoteLocked(e.Node, e.Name)
+	case OpPublish:
+		r.publishRemoteLocked(e)
+	case OpHistory:
+		m := r.remoteMember(e.Node, e.Name)
+		if m == nil {
+			h.errorTo(e.Node, e.Name, e.Ref, errNotMember)
+			return
+		}
+		msgs, more := r.hist.page(e.Before, e.Limit)
+		m.Send(protocol.History(e.Ref, r.name, msgs, more))
+	case OpMembers:
+		m := &remoteMember{h: h, node: e.Node, name: e.Name}
+		r.membersLocked(m, e.After, e.Limit, e.Ref)
+	case OpResync:
+		var frames [][]byte
+		first := uint64(0)
+		if r.hist.n > 0 && e.Seq+1 < r.hist.next() {
+			first = max(e.Seq+1, r.hist.first)
+			for s := first; s < r.hist.next(); s++ {
+				frames = append(frames, r.hist.at(s).f.Payload())
+			}
+		}
+		c.Deliver(e.Node, &Envelope{Op: OpResynced, Room: r.name, Seq: first, TS: int64(r.durable), Frames: frames})
+	}
+}
+
+// refuseRemote answers a request that cannot be served here.
+func (h *Hub) refuseRemote(e *Envelope) {
+	switch e.Op {
+	case OpJoin, OpPublish, OpHistory, OpMembers:
+		ref := e.Ref
+		if e.Op == OpPublish {
+			ref = e.ID
+		}
+		h.errorTo(e.Node, e.Name, ref, errUnavailable)
+	}
+}
+
+func (h *Hub) errorTo(node, name string, ref []byte, err *protocol.Error) {
+	f := protocol.Err(ref, err)
+	h.cfg.Cluster.Deliver(node, &Envelope{Op: OpTo, Name: name, Frames: [][]byte{f.Payload()}})
+	f.Release()
+}
+
+// ownerName returns the node a room's requests go to ("" for this node).
+func (r *Room) ownerName() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owner
+}
+
+// claimLocked takes over the room, once, when this node became its owner:
+// the seq continues from the highest any node has seen, history comes from
+// the node that has the most, and the member list from every node's
+// members. r.mu must be held; it is held across the claim, so requests for
+// the room wait for it.
+func (r *Room) claimLocked() {
+	if r.claimed || r.owner != "" || r.hub.cfg.Cluster == nil {
+		return
+	}
+	r.claimed = true
+	res := r.hub.cfg.Cluster.Claim(r.name)
+	// The member list starts over from this node's members and the answers.
+	r.names.Clear(false)
+	for _, m := range r.members {
+		r.names.ReplaceOrInsert(m.Name())
+	}
+	r.remotes = nil
+	r.total = len(r.members)
+	best := ""
+	for node, rep := range res {
+		if rep.Seq > r.seq && (best == "" || rep.Seq > res[best].Seq) {
+			best = node
+		}
+		for _, name := range rep.Names {
+			r.addRemoteLocked(node, name)
+		}
+	}
+	if best != "" {
+		rep := res[best]
+		if len(rep.Hist) > 0 && rep.Hist[len(rep.Hist)-1].Seq == rep.Seq && (r.hist.n == 0 || rep.Hist[0].Seq <= r.hist.next()) {
+			r.hist.clear()
+			for _, e := range rep.Hist {
+				r.hist.add(protocol.NewFrame(protocol.OpText, e.Payload), e.Seq, e.TS)
+			}
+		}
+		r.seq = rep.Seq
+		r.durable = r.seq
+	}
+	r.synced = true
+	r.joining = nil
+	r.held = nil
+	r.resyncing = false
+	r.count.Store(int32(r.total))
+}
+
+// Relinquish hands the room called name to claimant: this node answers
+// with what it knows and from now on forwards the room's requests to
+// claimant and mirrors its messages.
+func (h *Hub) Relinquish(name, claimant string) ClaimReply {
+	r := h.Find([]byte(name))
+	if r == nil {
+		return ClaimReply{}
+	}
+	// Messages numbered but not yet stored must be shown first, or the
+	// new owner would number them again.
+	deadline := time.Now().Add(time.Second)
+	r.mu.Lock()
+	for len(r.pending) > 0 && time.Now().Before(deadline) {
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
+	rep := ClaimReply{Seq: r.durable}
+	if r.owner != "" {
+		rep.Seq = r.seq
+	}
+	for _, m := range r.members {
+		rep.Names = append(rep.Names, m.Name())
+	}
+	for s := r.hist.first; r.hist.n > 0 && s < r.hist.next(); s++ {
+		e := r.hist.at(s)
+		rep.Hist = append(rep.Hist, HistEntry{Seq: s, TS: e.ts, Payload: e.f.Payload()})
+	}
+	if r.owner == "" {
+		// From owner to mirror: members elsewhere are the new owner's now.
+		for _, set := range r.remotes {
+			for name := range set {
+				r.names.Delete(name)
+			}
+		}
+		r.remotes = nil
+		r.total = len(r.members)
+		r.count.Store(int32(r.total))
+		r.seq = r.durable
+		r.synced = true
+		r.ids = nil
+	}
+	r.owner = claimant
+	r.claimed = false
+	return rep
+}
+
+// addRemoteLocked records name as a member on node. It reports false if
+// it already was.
+func (r *Room) addRemoteLocked(node, name string) bool {
+	if r.remotes == nil {
+		r.remotes = make(map[string]map[string]*remoteMember)
+	}
+	set := r.remotes[node]
+	if set == nil {
+		set = make(map[string]*remoteMember)
+		r.remotes[node] = set
+	}
+	if _, ok := set[name]; ok {
+		return false
+	}
+	set[name] = &remoteMember{h: r.hub, node: node, name: name}
+	r.names.ReplaceOrInsert(name)
+	r.total++
+	r.count.Store(int32(r.total))
+	return true
+}
+
+func (r *Room) remoteMember(node, name string) *remoteMember {
+	return r.remotes[node][name]
+}
+
+func (r *Room) joinRemoteLocked(e *Envelope) {
+	h := r.hub
+	if e.Since > int64(r.durable) {
+		h.errorTo(e.Node, e.Name, e.Ref, errSinceAhead)
+		return
+	}
+	if r.addRemoteLocked(e.Node, e.Name) {
+		r.presenceLocked(e.Name, nil, protocol.EventJoin)
+	}
+	col := collector{name: e.Name}
+	rec := protocol.RecoveryNone
+	if e.Since >= 0 {
+		rec = protocol.RecoveryPartial
+		if r.hist.covers(uint64(e.Since), r.durable) {
+			rec = protocol.RecoveryFull
+		}
+	}
+	col.Send(protocol.Joined(e.Ref, r.name, r.total, r.firstNames(h.cfg.JoinedNames), r.durable, rec))
+	switch {
+	case e.Since >= 0:
+		r.hist.since(&col, uint64(e.Since))
+	case h.cfg.JoinHistory > 0:
+		r.hist.latest(&col, h.cfg.JoinHistory)
+	}
+	h.cfg.Cluster.Deliver(e.Node, &Envelope{Op: OpJoined, Room: r.name, Name: e.Name, Seq: r.durable, Frames: col.payloads()})
+	col.release()
+}
+
+// leaveRemoteLocked drops name, a member on node.
+func (r *Room) leaveRemoteLocked(node, name string) {
+	set := r.remotes[node]
+	if _, ok := set[name]; !ok {
+		return
+	}
+	delete(set, name)
+	if len(set) == 0 {
+		delete(r.remotes, node)
+	}
+	r.names.Delete(name)
+	r.total--
+	r.count.Store(int32(r.total))
+	if r.total > 0 {
+		r.presenceLocked(name, nil, protocol.EventLeave)
+	} else if r.hist.n == 0 && len(r.pending) == 0 {
+		r.gone.Store(true)
+		go r.hub.remove(r)
+	}
+}
+
+func (r *Room) publishRemoteLocked(e *Envelope) {
+	m := r.remoteMember(e.Node, e.Name)
+	if m == nil {
+		r.hub.errorTo(e.Node, e.Name, e.ID, errNotMember)
+		return
+	}
+	if seq, dup := r.recall(e.Name, e.ID); dup {
+		m.Acked(r.name, e.ID, seq)
+		return
+	}
+	r.publishLocked(m, e.Text, e.ID, time.Now().UnixMilli())
+	r.hub.messages.Add(1)
+}
+
+// recall and remember dedupe resent messages at the owner, whichever node
+// the sender came through.
+func (r *Room) recall(name string, id []byte) (uint64, bool) {
+	if id == nil || r.ids == nil {
+		return 0, false
+	}
+	ring := r.ids[name]
+	if ring == nil {
+		return 0, false
+	}
+	return ring.find(idHash(r.name, id))
+}
+
+func (r *Room) remember(name string, id []byte, seq uint64) {
+	if id == nil || r.hub.cfg.Cluster == nil {
+		return
+	}
+	if r.ids == nil {
+		r.ids = make(map[string]*idRing)
+	}
+	ring := r.ids[name]
+	if ring == nil {
+		if len(r.ids) >= maxRemembered {
+			clear(r.ids)
+		}
+		ring = new(idRing)
+		r.ids[name] = ring
+	}
+	ring.add(idHash(r.name, id), seq)
+}
+
+// maxRemembered caps the senders a clustered room keeps message ids for.
+const maxRemembered = 4096
+
+// HandleNode applies a delivery from an owner node.
+func (h *Hub) HandleNode(e *Envelope) {
+	switch e.Op {
+	case OpFrame, OpJoined, OpResynced:
+		if r := h.Find([]byte(e.Room)); r != nil {
+			r.mirror(e)
+		} else if e.Op == OpJoined {
+			// The member left before the owner answered.
+			_ = h.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: e.Room, Name: e.Name})
+		}
+	case OpTo:
+		u := h.local(e.Name)
+		if u == nil {
+			return
+		}
+		u.mu.Lock()
+		for _, p := range e.Frames {
+			f := protocol.NewFrame(protocol.OpText, p)
+			if !u.attached {
+				u.early = append(u.early, f)
+			} else if u.member != nil {
+				u.member.Send(f)
+			} else {
+				f.Release()
+			}
+		}
+		u.mu.Unlock()
+	case OpAck:
+		if r := h.Find([]byte(e.Room)); r != nil {
+			r.acked(e.Name, e.ID)
+		}
+		if u := h.local(e.Name); u != nil {
+			if a, ok := u.localMember().(Acker); ok {
+				a.Acked(e.Room, e.ID, e.Seq)
+			}
+		}
+	}
+}
+
+// mirror applies the owner's stream to this node's copy of the room.
+func (r *Room) mirror(e *Envelope) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.owner == "" {
+		return // this node owns the room now; a late frame of the old owner
+	}
+	switch e.Op {
+	case OpJoined:
+		m := r.joiningMember(e.Name)
+		if m == nil {
+			_ = r.hub.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: r.name, Name: e.Name})
+			return
+		}
+		delete(r.joining, m)
+		if !r.synced {
+			r.seq, r.synced = e.Seq, true
+		} else if e.Seq > r.seq {
+			r.resyncLocked()
+		}
+		if _, ok := r.index[m]; !ok {
+			r.index[m] = len(r.members)
+			r.members = append(r.members, m)
+			r.total = len(r.members)
+			r.count.Store(int32(r.total))
+		}
+		for _, p := range e.Frames {
+			m.Send(protocol.NewFrame(protocol.OpText, p))
+		}
+	case OpFrame:
+		if !r.synced || len(e.Frames) != 1 {
+			return
+		}
+		if e.Seq == 0 {
+			r.broadcastLocalLocked(protocol.NewFrame(protocol.OpText, e.Frames[0]), e.Name)
+			return
+		}
+		if r.resyncing || e.Seq > r.seq+1 {
+			r.held = append(r.held, HistEntry{Seq: e.Seq, TS: e.TS, Payload: clone(e.Frames[0])})
+			r.resyncLocked()
+			return
+		}
+		r.showMirroredLocked(e.Seq, e.TS, e.Frames[0])
+	case OpResynced:
+		if !r.resyncing {
+			return
+		}
+		r.resyncing = false
+		for i, p := range e.Frames {
+			r.showMirroredLocked(e.Seq+uint64(i), 0, p)
+		}
+		for _, he := range r.held {
+			r.showMirroredLocked(he.Seq, he.TS, he.Payload)
+		}
+		r.held = nil
+	}
+}
+
+// showMirroredLocked delivers the owner's message seq to the local members,
+// once and in order; a gap the owner could not fill is reported to them.
+func (r *Room) showMirroredLocked(seq uint64, ts int64, payload []byte) {
+	if seq <= r.seq {
+		return
+	}
+	if seq > r.seq+1 {
+		r.broadcastLocalLocked(protocol.Err(nil, &protocol.Error{Code: protocol.CodeGap,
+			Message: "messages of room " + r.name + " were lost between nodes; join again with since to recover"}), "")
+		r.hist.clear()
+	}
+	if ts == 0 {
+		ts = time.Now().UnixMilli()
+	}
+	r.seq, r.durable = seq, seq
+	f := protocol.NewFrame(protocol.OpText, payload)
+	f.Retain(1)
+	r.hist.add(f, seq, ts)
+	r.broadcastLocalLocked(f, "")
+}
+
+func (r *Room) resyncLocked() {
+	if r.resyncing {
+		return
+	}
+	r.resyncing = true
+	if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpResync, Room: r.name, Seq: r.seq}) != nil {
+		r.resyncing = false
+	}
+}
+
+func (r *Room) joiningMember(name string) Member {
+	for m := range r.joining {
+		if m.Name() == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Rehome is called when the set of live nodes changes: rooms and users
+// whose owner moved are handed over, and members of nodes that left are
+// dropped.
+func (h *Hub) Rehome(gone []string) {
+	c := h.cfg.Cluster
+	for _, node := range gone {
+		h.nodeGone(node)
+	}
+	for _, r := range h.allRooms() {
+		owner := c.RoomOwner(r.name)
+		r.mu.Lock()
+		switch {
+		case r.owner == "" && owner != "":
+			// Ours until the new owner claims it; tell it to.
+			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name})
+		case r.owner != "" && owner == "":
+			r.owner, r.claimed = "", false
+			r.claimLocked()
+		case r.owner != owner:
+			r.owner = owner
+			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name})
+		}
+		r.mu.Unlock()
+	}
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		var adopt []string
+		for name := range s.locals {
+			if owner := c.UserOwner(name); owner != "" {
+				adopt = append(adopt, name)
+			}
+		}
+		s.mu.RUnlock()
+		for _, name := range adopt {
+			_ = c.Send(c.UserOwner(name), &Envelope{Op: OpAdopt, Name: name})
+		}
+	}
+}
+
+// Reconnected is called when this node is back on the cluster after an
+// outage: mirrored rooms ask for what they missed and unanswered joins are
+// sent again.
+func (h *Hub) Reconnected() {
+	c := h.cfg.Cluster
+	for _, r := range h.allRooms() {
+		r.mu.Lock()
+		if r.owner != "" {
+			if r.synced {
+				r.resyncing = false
+				r.resyncLocked()
+			}
+			for m := range r.joining {
+				_ = c.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Since: -1})
+			}
+			// The owner drops a resent message it already has, by id.
+			for i := range r.inflight {
+				_ = c.Send(r.owner, &r.inflight[i])
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// nodeGone drops the members and names a dead node held here.
+func (h *Hub) nodeGone(node string) {
+	for _, r := range h.allRooms() {
+		r.mu.Lock()
+		for name := range r.remotes[node] {
+			r.leaveRemoteLocked(node, name)
+		}
+		r.mu.Unlock()
+	}
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.Lock()
+		for _, u := range s.users {
+			u.mu.Lock()
+			if rm, ok := u.member.(*remoteMember); ok && rm.node == node {
+				u.member, u.attached = nil, false
+				u.offlineAt = time.Now().UnixMilli()
+			}
+			u.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (h *Hub) allRooms() []*Room {
+	var rooms []*Room
+	for i := range h.rooms {
+		s := &h.rooms[i]
+		s.mu.Lock()
+		for _, r := range s.rooms {
+			rooms = append(rooms, r)
+		}
+		s.mu.Unlock()
+	}
+	return rooms
+}
+
+// joinViaOwnerLocked asks the owner to add m; m becomes a member here when
+// the owner's answer arrives, in order with the room's messages. r.mu must
+// be held.
+func (r *Room) joinViaOwnerLocked(m Member, ref []byte, since int64) *protocol.Error {
+	if _, ok := r.index[m]; !ok {
+		if r.joining == nil {
+			r.joining = make(map[Member]struct{})
+		}
+		r.joining[m] = struct{}{}
+	}
+	if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Ref: ref, Since: since}) != nil {
+		delete(r.joining, m)
+		return errUnavailable
+	}
+	return nil
+}
+
+// removeMirroredLocked drops a local member of a mirrored room and tells
+// the owner; it unlocks r.mu. It reports whether m was a member or joining.
+func (r *Room) removeMirroredLocked(m Member) bool {
+	_, joining := r.joining[m]
+	delete(r.joining, m)
+	i, ok := r.index[m]
+	if ok {
+		last := len(r.members) - 1
+		moved := r.members[last]
+		r.members[i] = moved
+		r.index[moved] = i
+		r.members[last] = nil
+		r.members = r.members[:last]
+		delete(r.index, m)
+		r.total = len(r.members)
+		r.count.Store(int32(r.total))
+	}
+	if ok || joining {
+		_ = r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpLeave, Room: r.name, Name: m.Name()})
+	}
+	gone := len(r.members) == 0 && len(r.joining) == 0
+	if gone {
+		r.gone.Store(true)
+	}
+	r.mu.Unlock()
+	if gone {
+		r.hub.remove(r)
+	}
+	return ok || joining
+}
+
+// maxInflight caps the forwarded messages a mirrored room keeps until the
+// owner acknowledges them.
+const maxInflight = 4096
+
+// forwardLocked sends a member's message to the owner and, if it has an id,
+// keeps it until acknowledged, to send again after a NATS outage.
+func (r *Room) forwardLocked(e *Envelope) error {
+	if e.ID != nil {
+		if len(r.inflight) >= maxInflight {
+			r.inflight = r.inflight[:copy(r.inflight, r.inflight[1:])]
+		}
+		r.inflight = append(r.inflight, Envelope{Op: OpPublish, Room: e.Room, Name: e.Name, Text: clone(e.Text), ID: clone(e.ID)})
+	}
+	if err := r.hub.cfg.Cluster.Send(r.owner, e); err != nil {
+		if e.ID != nil {
+			r.inflight = r.inflight[:len(r.inflight)-1]
+		}
+		return err
+	}
+	return nil
+}
+
+// acked forgets a forwarded message once the owner has it.
+func (r *Room) acked(name string, id []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.inflight {
+		if e := &r.inflight[i]; e.Name == name && string(e.ID) == string(id) {
+			r.inflight = append(r.inflight[:i], r.inflight[i+1:]...)
+			return
+		}
+	}
+}
