@@ -136,7 +136,7 @@ type collector struct {
 	frames []*protocol.Frame
 }
 
-func (c *collector) Name() string            { return c.name }
+func (c *collector) Name() string           { return c.name }
 func (c *collector) Send(f *protocol.Frame) { c.frames = append(c.frames, f) }
 
 // payloads returns the frames' payloads; release drops the frames.

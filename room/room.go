@@ -49,7 +49,7 @@ type Room struct {
 	claimed   bool
 	remotes   map[string]map[string]*remoteMember
 	total     int
-	ids       map[string]*idRing // owned: recent message ids by sender
+	ids       map[string]*idRing  // owned: recent message ids by sender
 	joining   map[Member]struct{} // mirrored: joins the owner has not answered
 	synced    bool                // mirrored: seq is the owner's
 	resyncing bool
