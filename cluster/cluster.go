@@ -170,11 +170,24 @@ func (n *Node) subject(kind, node string) string {
 	return n.cfg.Prefix + "." + kind + "." + node
 }
 
-// Start subscribes, announces this node and waits one dead-peer interval's
-// worth of heartbeats (at most two seconds) to learn the other nodes before
-// the hub serves anyone, so it does not claim rooms that others own.
+// Start joins the cluster: it listens to the others' heartbeats for a
+// while (at most two seconds) to learn the live nodes, then subscribes and
+// announces itself. Others hand rooms over only once they hear it, so by
+// then it knows whom to claim them from.
 func (n *Node) Start(h *room.Hub) error {
 	n.hub = h
+	sub, err := n.nc.Subscribe(n.cfg.Prefix+".hb", n.onHeartbeat)
+	if err != nil {
+		return err
+	}
+	n.subs = append(n.subs, sub)
+	if sub, err = n.nc.Subscribe(n.cfg.Prefix+".bye", n.onBye); err != nil {
+		return err
+	}
+	n.subs = append(n.subs, sub)
+	time.Sleep(min(2*time.Second, 2*n.cfg.Heartbeat+100*time.Millisecond))
+	n.recompute()
+
 	handle := func(subj string, f func(*room.Envelope)) error {
 		sub, err := n.nc.Subscribe(subj, func(m *nats.Msg) {
 			var e room.Envelope
@@ -197,27 +210,17 @@ func (n *Node) Start(h *room.Hub) error {
 	if err := handle(n.subject("n", n.name), h.HandleNode); err != nil {
 		return err
 	}
-	sub, err := n.nc.Subscribe(n.subject("q", n.name), n.serveQuery)
-	if err != nil {
+	if sub, err = n.nc.Subscribe(n.subject("q", n.name), n.serveQuery); err != nil {
 		return err
 	}
 	n.subs = append(n.subs, sub)
-	if sub, err = n.nc.Subscribe(n.cfg.Prefix+".hb", n.onHeartbeat); err != nil {
-		return err
-	}
-	n.subs = append(n.subs, sub)
-	if sub, err = n.nc.Subscribe(n.cfg.Prefix+".bye", n.onBye); err != nil {
-		return err
-	}
-	n.subs = append(n.subs, sub)
+	// The subscriptions reach the server before the heartbeat does.
 	if err := n.nc.Publish(n.cfg.Prefix+".hb", []byte(n.name)); err != nil {
 		return err
 	}
 	if err := n.nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	time.Sleep(min(2*time.Second, 2*n.cfg.Heartbeat+100*time.Millisecond))
-	n.recompute()
 	go n.run()
 	n.log.Info("joined the cluster", "nodes", n.Nodes())
 	return nil

@@ -398,3 +398,42 @@ func TestNATSRestartMidChat(t *testing.T) {
 	}
 	chat(t, room, "after", 5, alice, bob, carol)
 }
+
+// ownerAmong is the owner rendezvous hashing picks for room among nodes.
+func ownerAmong(room string, nodes ...string) string {
+	best, bestScore := "", uint64(0)
+	for _, n := range nodes {
+		if s := score('r', room, n); best == "" || s > bestScore {
+			best, bestScore = n, s
+		}
+	}
+	return best
+}
+
+func TestNodeJoinsMidChat(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 2)
+	// A room the third node will take over when it joins.
+	room := ""
+	for i := range 1000 {
+		if r := fmt.Sprintf("room%d", i); ownerAmong(r, "n1", "n2", "n3") == "n3" {
+			room = r
+			break
+		}
+	}
+	alice := connect(t, nodes[0].addr, "alice")
+	bob := connect(t, nodes[1].addr, "bob")
+	alice.join(room)
+	bob.join(room)
+	before := chat(t, room, "before", 5, alice, bob)
+	nodes = append(nodes, startNode(t, url, "n3"))
+	waitView(t, nodes, 3)
+	carol := connect(t, nodes[2].addr, "carol")
+	if j := carol.join(room); j.num("count") != 3 || j.num("seq") != before[len(before)-1].num("seq") {
+		t.Fatalf("carol joined %v after the takeover, want 3 members at seq %d", j, before[len(before)-1].num("seq"))
+	}
+	after := chat(t, room, "after", 5, alice, bob, carol)
+	if after[0].num("seq") != before[len(before)-1].num("seq")+1 {
+		t.Fatalf("seq went from %d to %d when the owner changed", before[len(before)-1].num("seq"), after[0].num("seq"))
+	}
+}
