@@ -5,7 +5,7 @@ ADDR    ?= 127.0.0.1:8080
 PKGS    := ./...
 FUZZTIME ?= 30s
 
-.PHONY: help run build test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max check clean
+.PHONY: help run build cluster test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max loadtest-cluster check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ run: ## run the server on $(ADDR) (open http://$(ADDR)/)
 
 build: ## build the server into $(BIN)
 	$(GO) build -o $(BIN) .
+
+cluster: ## a NATS server (built from the module proxy) and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
+	loadtest/cluster.sh -serve
 
 test: lint deps ## vet, format check, every test with the race detector, a load-test smoke run
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -38,7 +41,7 @@ vet: ## go vet
 	$(GO) vet $(PKGS)
 
 deps: ## rooms and the protocol must not depend on the network layer
-	@bad=$$($(GO) list -deps ./room ./protocol | grep -E 'nbio|nbchat/loop' || true); \
+	@bad=$$($(GO) list -deps ./room ./protocol | grep -E 'nbio|nats-io|nbchat/loop|nbchat/cluster' || true); \
 	if [ -n "$$bad" ]; then echo "room/protocol import the network layer: $$bad"; exit 1; fi
 
 fuzz: ## run each fuzz target for $(FUZZTIME)
@@ -58,6 +61,9 @@ loadtest-max: ## the 19,000-connection idle, one-big-room and many-rooms scenari
 	loadtest/with-server.sh -preset room5k -out reports/room5k
 	loadtest/with-server.sh -preset room5k-max -out reports/room5k-max
 	loadtest/with-server.sh -preset rooms19k -out reports/rooms19k
+
+loadtest-cluster: ## 51,000 connections over a three-node cluster; report in reports/cluster50k
+	loadtest/cluster.sh -preset cluster50k -out reports/cluster50k
 
 check: lint deps test ## everything CI runs
 
