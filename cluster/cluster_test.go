@@ -56,7 +56,7 @@ func startNodes(t *testing.T, natsURL string, n int) []*testNode {
 	return nodes
 }
 
-func startNode(t *testing.T, natsURL, name string) *testNode {
+func startNode(t testing.TB, natsURL, name string) *testNode {
 	t.Helper()
 	node, err := New(Config{URLs: []string{natsURL}, Name: name, Heartbeat: 100 * time.Millisecond,
 		DeadAfter: 700 * time.Millisecond, Timeout: time.Second, Logger: quiet})
@@ -124,7 +124,7 @@ func waitView(t *testing.T, nodes []*testNode, n int) {
 }
 
 // roomOwnedBy finds a room name that node owns.
-func roomOwnedBy(t *testing.T, viewer *testNode, owner string) string {
+func roomOwnedBy(t testing.TB, viewer *testNode, owner string) string {
 	for i := range 1000 {
 		name := fmt.Sprintf("room%d", i)
 		o := viewer.node.RoomOwner(name)
