@@ -99,6 +99,7 @@ func (c *client) CloseAndClean(err error) {
 func (c *client) Parse(data []byte) error {
 	var b batch
 	b.sh = c.g.recvShard(c.id)
+	b.slot = c.g.roomNodeSlot(c)
 	b.now = time.Now().UnixNano() // one clock read per read(2), not per frame
 	if len(c.pend) > 0 {
 		c.pend = append(c.pend, data...)

@@ -114,6 +114,27 @@ func parseTarget(s string) (target, error) {
 	return t, nil
 }
 
+// roomNodeSlot is 1 + c's index in the per-(room, node) counters, or 0
+// when they are not kept or c is not a static room member.
+func (g *gen) roomNodeSlot(c *client) int32 {
+	if !g.roomNodes || c.room < 0 || c.kind != kindStatic {
+		return 0
+	}
+	n := len(g.targets)
+	return int32(int(c.room)*n+nodeOf(int(c.id), n)) + 1
+}
+
+// addSlice adds src to dst element by element, growing dst as needed.
+func addSlice(dst, src []int64) []int64 {
+	for len(dst) < len(src) {
+		dst = append(dst, 0)
+	}
+	for i, v := range src {
+		dst[i] += v
+	}
+	return dst
+}
+
 // sumSamples adds the nodes' samples; nil unless every node answered, so
 // a total never silently misses a node.
 func sumSamples(nodes []*srvSample) *srvSample {
@@ -213,12 +234,23 @@ type nodeReport struct {
 	MsgsIn        float64 `json:"messages_in_traffic"`
 	Deliveries    float64 `json:"deliveries_traffic"` // the node's nbchat_deliveries_total over traffic and drain
 	CPUPerMillion float64 `json:"cpu_seconds_per_million_deliveries"`
+
+	// Loss among the clients on this node, from the generator's own
+	// counts per (room, node): known in room scenarios without rejected sends.
+	LossKnown  bool     `json:"loss_known"`
+	Expected   int64    `json:"expected"`
+	Received   int64    `json:"received_unique"`
+	Lost       int64    `json:"lost"`
+	RoomsShort int      `json:"rooms_short"` // rooms whose members on this node missed deliveries
+	Short      []string `json:"short_examples,omitempty"`
 }
 
 // nodeFigures computes each node's figures from its samples at the phase
-// boundaries, its per-second series and the clients joined through it.
-// nil for a single node: its figures are the Server section.
-func nodeFigures(cfg *Config, snaps nodeSnaps, series []point, joined []int64, errs []string) []nodeReport {
+// boundaries, its per-second series, the clients joined through it and
+// what they received. nil for a single node: its figures are the Server
+// section.
+func nodeFigures(cfg *Config, o outcome, series []point, errs []string) []nodeReport {
+	snaps, joined := o.nodes, o.ramp.JoinedNode
 	urls, murls := cfg.urls(), cfg.metricsURLs()
 	if len(urls) < 2 {
 		return nil
@@ -275,18 +307,62 @@ func nodeFigures(cfg *Config, snaps nodeSnaps, series []point, joined []int64, e
 			}
 		}
 	}
+	nodeLoss(cfg, o, out)
 	return out
+}
+
+// nodeLoss fills each node's expected, received and lost deliveries: a
+// room's members on a node should each get every message sent to the room.
+func nodeLoss(cfg *Config, o outcome, out []nodeReport) {
+	n := len(out)
+	members, sent := o.ramp.MembersNode, o.traffic.SentRoom
+	var got []int64
+	var rejected int64
+	for _, r := range o.results {
+		got = addSlice(got, r.RoomNode)
+		rejected += r.Rejected
+	}
+	if n == 0 || cfg.Rooms <= 0 || rejected > 0 || len(members) != cfg.Rooms*n || len(got) != len(members) || len(sent) < cfg.Rooms {
+		return
+	}
+	for i := range out {
+		out[i].LossKnown = true
+	}
+	for room := 0; room < cfg.Rooms; room++ {
+		for node := 0; node < n; node++ {
+			k := room*n + node
+			want := sent[room] * members[k]
+			nr := &out[node]
+			nr.Expected += want
+			nr.Received += got[k]
+			if got[k] < want {
+				nr.Lost += want - got[k]
+				nr.RoomsShort++
+				if len(nr.Short) < 5 {
+					nr.Short = append(nr.Short, fmt.Sprintf("room %s-r%d: %d of %d deliveries to its %d members on node %d",
+						cfg.RunID, room, got[k], want, members[k], node+1))
+				}
+			}
+		}
+	}
 }
 
 // printNodes writes one summary line per node.
 func printNodes(w io.Writer, nodes []nodeReport) {
 	for _, n := range nodes {
-		if !n.Available {
+		if n.Available {
+			fmt.Fprintf(w, "  node %d:   %s: %d joined (server: %.0f conns); RSS %.1f MiB (%+.0f B/conn), peak %.1f MiB; goroutines %.0f (max %.0f); CPU ramp %.2fs (%.1f us/conn), traffic %.2fs for %.0f deliveries = %.2fs per million\n",
+				n.Node, n.URL, n.Joined, n.Conns, n.RSSAfterRamp/(1<<20), n.RSSPerConn, n.RSSPeak/(1<<20), n.Goroutines, n.GoroutinesMax,
+				n.CPURamp, n.CPUPerConnUS, n.CPUTraffic, n.Deliveries, n.CPUPerMillion)
+		} else {
 			fmt.Fprintf(w, "  node %d:   %s: %d joined; no metrics (%s)\n", n.Node, n.URL, n.Joined, n.Error)
-			continue
 		}
-		fmt.Fprintf(w, "  node %d:   %s: %d joined (server: %.0f conns); RSS %.1f MiB (%+.0f B/conn), peak %.1f MiB; goroutines %.0f (max %.0f); CPU ramp %.2fs (%.1f us/conn), traffic %.2fs for %.0f deliveries = %.2fs per million\n",
-			n.Node, n.URL, n.Joined, n.Conns, n.RSSAfterRamp/(1<<20), n.RSSPerConn, n.RSSPeak/(1<<20), n.Goroutines, n.GoroutinesMax,
-			n.CPURamp, n.CPUPerConnUS, n.CPUTraffic, n.Deliveries, n.CPUPerMillion)
+		if n.LossKnown {
+			fmt.Fprintf(w, "            its clients: %d deliveries expected, %d received, %d lost (rooms short here: %d)\n",
+				n.Expected, n.Received, n.Lost, n.RoomsShort)
+			for _, s := range n.Short {
+				fmt.Fprintln(w, "            short:", s)
+			}
+		}
 	}
 }

@@ -173,7 +173,9 @@ func TestNodeFigures(t *testing.T) {
 		drained: []*srvSample{s(12e6, 7, 1000, 2_000_100), nil},
 	}
 	series := []point{{Nodes: []*srvSample{s(15e6, 0, 0, 0), nil}}, {Nodes: []*srvSample{s(11e6, 0, 0, 0), s(30e6, 0, 0, 0)}}}
-	got := nodeFigures(cfg, snaps, series, []int64{1000, 400}, []string{"", "timeout"})
+	o := outcome{nodes: snaps}
+	o.ramp.JoinedNode = []int64{1000, 400}
+	got := nodeFigures(cfg, o, series, []string{"", "timeout"})
 	if len(got) != 2 {
 		t.Fatalf("%d nodes", len(got))
 	}
@@ -191,11 +193,39 @@ func TestNodeFigures(t *testing.T) {
 	if b.RSSPerConn != 1e6/400 || b.RSSPeak != 30e6 || b.CPUTraffic != 0 || b.CPUPerMillion != 0 || b.Error != "timeout" {
 		t.Fatalf("node 2 (no sample after the drain): %+v", b)
 	}
-	if nodeFigures(&Config{URL: "ws://a:1/ws"}, snaps, series, nil, nil) != nil {
+	if a.LossKnown || b.LossKnown {
+		t.Fatal("loss known without traffic")
+	}
+	if nodeFigures(&Config{URL: "ws://a:1/ws"}, o, series, nil) != nil {
 		t.Fatal("one node has no per-node section")
 	}
-	if got := nodeFigures(cfg, nodeSnaps{}, nil, []int64{3, 4}, nil); got[1].Available || got[1].Joined != 4 || got[1].Error == "" {
+	o = outcome{}
+	o.ramp.JoinedNode = []int64{3, 4}
+	if got := nodeFigures(cfg, o, nil, nil); got[1].Available || got[1].Joined != 4 || got[1].Error == "" {
 		t.Fatalf("no samples: %+v", got[1])
+	}
+}
+
+func TestNodeLoss(t *testing.T) {
+	cfg := &Config{URL: "ws://a:1/ws,ws://b:2/ws", Rooms: 3, RunID: "ltx"}
+	var o outcome
+	// Members per (room, node): room*2 + node.
+	o.ramp.MembersNode = []int64{2, 3, 0, 4, 1, 1}
+	o.traffic.SentRoom = []int64{10, 5, 7}
+	// Two processes' unique deliveries: room 0 on node 2 missed 4, room 2 on node 1 missed all 7.
+	o.results = []shardResult{{RoomNode: []int64{20, 10, 0, 12}}, {RoomNode: []int64{0, 16, 0, 8, 0, 7}}}
+	got := nodeFigures(cfg, o, nil, nil)
+	a, b := got[0], got[1]
+	if !a.LossKnown || a.Expected != 20+0+7 || a.Received != 20 || a.Lost != 7 || a.RoomsShort != 1 ||
+		len(a.Short) != 1 || !strings.Contains(a.Short[0], "ltx-r2: 0 of 7 deliveries to its 1 members on node 1") {
+		t.Fatalf("node 1: %+v", a)
+	}
+	if b.Expected != 30+20+7 || b.Received != 26+20+7 || b.Lost != 4 || b.RoomsShort != 1 {
+		t.Fatalf("node 2: %+v", b)
+	}
+	o.results[1].Rejected = 1 // a rejected send is not expected anywhere: per-node loss is unknown
+	if got := nodeFigures(cfg, o, nil, nil); got[0].LossKnown {
+		t.Fatal("loss known despite a rejected send")
 	}
 }
 
@@ -228,7 +258,12 @@ func TestSmokeCluster(t *testing.T) {
 		t.Fatalf("%d nodes in the report", len(r.Nodes))
 	}
 	var deliv float64
+	var expected int64
 	for i, n := range r.Nodes {
+		if !n.LossKnown || n.Lost != 0 || n.Received != n.Expected || n.Expected == 0 {
+			t.Fatalf("node %d loss: %+v", i+1, n)
+		}
+		expected += n.Expected
 		want := int64(67)
 		if i == 2 {
 			want = 66
@@ -246,8 +281,8 @@ func TestSmokeCluster(t *testing.T) {
 	if !s.Available || s.RSSPerConn != 1000 || math.Abs(s.CPUPerMillion-1) > 1e-6 || s.RSSAfterRamp != 3*(10<<20)+200*1000 {
 		t.Fatalf("cluster totals: %+v", s)
 	}
-	if deliv != float64(d.Received) {
-		t.Fatalf("nodes counted %.0f deliveries, clients %d", deliv, d.Received)
+	if deliv != float64(d.Received) || expected != d.Expected {
+		t.Fatalf("nodes counted %.0f deliveries, clients %d; nodes expected %d, run %d", deliv, d.Received, expected, d.Expected)
 	}
 	last := r.Series[len(r.Series)-1]
 	if len(last.Nodes) != 3 || last.Server == nil || last.Server.Conns != last.Nodes[0].Conns+last.Nodes[1].Conns+last.Nodes[2].Conns {
@@ -259,6 +294,31 @@ func TestSmokeCluster(t *testing.T) {
 	html, err := os.ReadFile(filepath.Join(cfg.Out, "report.html"))
 	if err != nil || !strings.Contains(string(html), "<h2>Cluster nodes</h2>") || !strings.Contains(string(html), "node 3 RSS (MiB)") {
 		t.Fatalf("report.html lacks the node table or chart (%v)", err)
+	}
+}
+
+// TestNodeLossFound: a room whose messages never reach one node's members
+// fails the run, and the report names the node and the room.
+func TestNodeLossFound(t *testing.T) {
+	fs := startFakeCluster(t, 3, 0, false)
+	fs.mu.Lock()
+	fs.mute = func(node int, room string) bool { return node == 1 && strings.HasSuffix(room, "-r3") }
+	fs.mu.Unlock()
+	cfg := smokeConfig(t, strings.Join(fs.URLs, ","))
+	code, r, out := runAndRead(t, cfg)
+	if code != 1 || r.Deliveries.Lost == 0 || r.Deliveries.Gaps != 0 {
+		t.Fatalf("exit %d, lost %d, gaps %d", code, r.Deliveries.Lost, r.Deliveries.Gaps)
+	}
+	for i, n := range r.Nodes {
+		switch {
+		case i != 1 && (n.Lost != 0 || n.RoomsShort != 0):
+			t.Fatalf("node %d: %+v", i+1, n)
+		case i == 1 && (n.Lost != r.Deliveries.Lost || n.RoomsShort != 1 || len(n.Short) != 1 || !strings.Contains(n.Short[0], "-r3: 0 of ")):
+			t.Fatalf("node 2: %+v", n)
+		}
+	}
+	if !strings.Contains(out, "short: room "+cfg.RunID+"-r3: 0 of") {
+		t.Fatal("summary does not name the short room")
 	}
 }
 

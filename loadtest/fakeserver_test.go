@@ -34,8 +34,9 @@ type fakeServer struct {
 	// A fake cluster is several listeners ("nodes") over the same rooms,
 	// each with its own /metrics; URLs has one WebSocket URL per node.
 	URLs       []string
-	byNode     [][]string     // names connected through each node, in order; under mu
-	deliveries []atomic.Int64 // per node, counted at the recipient's node
+	byNode     [][]string                       // names connected through each node, in order; under mu
+	mute       func(node int, room string) bool // drop a room's messages to a node's members; under mu
+	deliveries []atomic.Int64                   // per node, counted at the recipient's node
 }
 
 type froom struct {
@@ -217,6 +218,9 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 		}
 		out := map[string]any{"type": "msg", "room": m.Room, "from": fc.name, "text": m.Text, "seq": rm.seq, "ts": time.Now().UnixMilli()}
 		for mem := range rm.members {
+			if s.mute != nil && s.mute(mem.node, m.Room) {
+				continue // injected fault: the node never delivers this room
+			}
 			mem.send(out)
 			s.deliveries[mem.node].Add(1)
 		}

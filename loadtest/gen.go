@@ -26,6 +26,7 @@ type gen struct {
 	dialers    []*net.Dialer
 	targets    []target       // one per -url node; client id uses nodeOf(id)
 	joinedNode []atomic.Int64 // static and slow clients joined, per node
+	roomNodes  bool           // count deliveries per (room, node): several nodes, room scenarios
 
 	clients   []*client  // static clients by id-plan.Lo; nil for slow ones
 	slow      []net.Conn // slow readers: plain sockets nobody reads after the ramp
@@ -63,9 +64,6 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		churnDrop: map[string]int64{}, closeCode: map[string]int64{}, srvErrors: map[string]int64{},
 		connHist: newHist(), sentRoom: make([]int64, max(cfg.Rooms, 1)),
 	}
-	for i := range g.shards {
-		g.shards[i].hist, g.shards[i].win = newHist(), newWinHist()
-	}
 	g.winAll = newWinHist()
 	loopback := true
 	for _, s := range cfg.urls() {
@@ -77,6 +75,13 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		loopback = loopback && t.loopbackV4
 	}
 	g.joinedNode = make([]atomic.Int64, len(g.targets))
+	g.roomNodes = len(g.targets) > 1 && cfg.Rooms > 0 && cfg.Proto == "chat" && cfg.Scenario != "dm"
+	for i := range g.shards {
+		g.shards[i].hist, g.shards[i].win = newHist(), newWinHist()
+		if g.roomNodes {
+			g.shards[i].roomNode = make([]int64, cfg.Rooms*len(g.targets))
+		}
+	}
 	if loopback {
 		// Source addresses only make sense toward loopback, where 127/8 is ours.
 		for i := 0; i < cfg.SrcIPs; i++ {
@@ -287,6 +292,7 @@ type shardResult struct {
 	Notes        []string         `json:"notes"`
 	Latency      *histJSON        `json:"latency,omitempty"`
 	Connect      *histJSON        `json:"connect,omitempty"`
+	RoomNode     []int64          `json:"room_node_deliveries,omitempty"` // see recvShard.roomNode
 	RSSBefore    int64            `json:"rss_before"`
 	RSSRamp      int64            `json:"rss_after_ramp"`
 	OpenRamp     int64            `json:"open_after_ramp"`
@@ -306,6 +312,14 @@ func (g *gen) result() shardResult {
 		r.counts.add(&s.c)
 		all.Merge(s.hist)
 		r.Notes = append(r.Notes, s.notes...)
+		if s.roomNode != nil {
+			if r.RoomNode == nil {
+				r.RoomNode = make([]int64, len(s.roomNode))
+			}
+			for k, v := range s.roomNode {
+				r.RoomNode[k] += v
+			}
+		}
 		s.mu.Unlock()
 	}
 	lat := exportHist(all)

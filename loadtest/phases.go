@@ -127,12 +127,8 @@ func (co *coordinator) runPhases() (o outcome) {
 		o.ramp.Joined += r.Joined
 		o.ramp.Failed += r.Failed
 		o.ramp.SlowMembers += r.SlowMembers
-		if o.ramp.JoinedNode == nil && r.JoinedNode != nil {
-			o.ramp.JoinedNode = make([]int64, len(r.JoinedNode))
-		}
-		for i, n := range r.JoinedNode {
-			o.ramp.JoinedNode[i] += n
-		}
+		o.ramp.JoinedNode = addSlice(o.ramp.JoinedNode, r.JoinedNode)
+		o.ramp.MembersNode = addSlice(o.ramp.MembersNode, r.MembersNode)
 		for i, m := range r.Members {
 			o.ramp.Members[i] += m
 		}
@@ -157,6 +153,7 @@ func (co *coordinator) runPhases() (o outcome) {
 		for _, t := range trs {
 			o.traffic.Sent += t.Sent
 			o.traffic.Late += t.Late
+			o.traffic.SentRoom = addSlice(o.traffic.SentRoom, t.SentRoom)
 		}
 
 		co.setPhase("drain")

@@ -178,7 +178,7 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	}
 	c.Latency = summarize(conn)
 	co.serverFigures(r, o, srvErr)
-	r.Nodes = nodeFigures(cfg, o.nodes, r.Series, o.ramp.JoinedNode, nodeErr)
+	r.Nodes = nodeFigures(cfg, o, r.Series, nodeErr)
 	verdict(r)
 	return r
 }

@@ -17,7 +17,8 @@ type rampResult struct {
 	Failed      int64   `json:"failed"`
 	Members     []int64 `json:"members"` // reading static members per room
 	SlowMembers int64   `json:"slow_members"`
-	JoinedNode  []int64 `json:"joined_per_node,omitempty"` // with several -url nodes
+	JoinedNode  []int64 `json:"joined_per_node,omitempty"`       // with several -url nodes
+	MembersNode []int64 `json:"members_per_room_node,omitempty"` // reading members per (room, node), as recvShard.roomNode
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -92,9 +93,15 @@ func (g *gen) ramp() rampResult {
 		}
 	}
 	res.Members = make([]int64, max(cfg.Rooms, 1))
+	if g.roomNodes {
+		res.MembersNode = make([]int64, cfg.Rooms*len(g.targets))
+	}
 	for _, c := range g.clients {
 		if c != nil && c.room >= 0 && c.joinedOK.Load() {
 			res.Members[c.room]++
+			if s := g.roomNodeSlot(c); s > 0 {
+				res.MembersNode[s-1]++
+			}
 		}
 	}
 	g.mu.Lock()

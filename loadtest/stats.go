@@ -34,6 +34,7 @@ type batch struct {
 	nlat  int
 	sh    *recvShard
 	notes []string
+	slot  int32 // 1 + the client's index in recvShard.roomNode; 0: not counted there
 }
 
 // counts are the receive-side counters, summed per shard, process and run.
@@ -89,7 +90,10 @@ type recvShard struct {
 	hist  *hdrhistogram.Histogram // every delivery to a static, reading client
 	win   *hdrhistogram.Histogram // the same since the last tick
 	notes []string
-	_     [64]byte // keep shards on separate cache lines
+	// roomNode counts unique deliveries per (room, node) with several -url
+	// nodes: index room*nodes + node; nil otherwise.
+	roomNode []int64
+	_        [64]byte // keep shards on separate cache lines
 }
 
 func (s *recvShard) flushLat(b *batch) {
@@ -113,6 +117,9 @@ func (s *recvShard) flush(b *batch) {
 	s.mu.Lock()
 	s.recordLocked(b)
 	s.c.add(&b.counts)
+	if b.slot > 0 && s.roomNode != nil {
+		s.roomNode[b.slot-1] += b.Deliv - b.Dups
+	}
 	if len(s.notes) < 10 {
 		s.notes = append(s.notes, b.notes...)
 	}
