@@ -400,10 +400,10 @@ func TestNATSRestartMidChat(t *testing.T) {
 }
 
 // ownerAmong is the owner rendezvous hashing picks for room among nodes.
-func ownerAmong(room string, nodes ...string) string {
+func ownerAmong(kind byte, key string, nodes ...string) string {
 	best, bestScore := "", uint64(0)
 	for _, n := range nodes {
-		if s := score('r', room, n); best == "" || s > bestScore {
+		if s := score(kind, key, n); best == "" || s > bestScore {
 			best, bestScore = n, s
 		}
 	}
@@ -416,18 +416,42 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	// A room the third node will take over when it joins.
 	room := ""
 	for i := range 1000 {
-		if r := fmt.Sprintf("room%d", i); ownerAmong(r, "n1", "n2", "n3") == "n3" {
+		if r := fmt.Sprintf("room%d", i); ownerAmong('r', r, "n1", "n2", "n3") == "n3" {
 			room = r
+			break
+		}
+	}
+	// And a user the third node will own.
+	dave := ""
+	for i := range 1000 {
+		if u := fmt.Sprintf("dave%d", i); ownerAmong('u', u, "n1", "n2", "n3") == "n3" {
+			dave = u
 			break
 		}
 	}
 	alice := connect(t, nodes[0].addr, "alice")
 	bob := connect(t, nodes[1].addr, "bob")
+	d := connect(t, nodes[0].addr, dave)
 	alice.join(room)
 	bob.join(room)
 	before := chat(t, room, "before", 5, alice, bob)
 	nodes = append(nodes, startNode(t, url, "n3"))
 	waitView(t, nodes, 3)
+	// The name stays taken and DMs still reach its connection.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, held := nodes[2].srv.Hub().Lookup([]byte(dave)); !held; _, held = nodes[2].srv.Hub().Lookup([]byte(dave)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new owner never learned that %s is connected", dave)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status, _ := dial(t, nodes[2].addr, "name="+dave); status != 409 {
+		t.Fatalf("%s again on the new node: status %d, want 409", dave, status)
+	}
+	bob.send(`{"type":"dm","to":%q,"text":"still there?"}`, dave)
+	if m := d.await("dm", nil); m.str("from") != "bob" || m.str("text") != "still there?" {
+		t.Fatalf("%s got %v", dave, m)
+	}
 	carol := connect(t, nodes[2].addr, "carol")
 	if j := carol.join(room); j.num("count") != 3 || j.num("seq") != before[len(before)-1].num("seq") {
 		t.Fatalf("carol joined %v after the takeover, want 3 members at seq %d", j, before[len(before)-1].num("seq"))

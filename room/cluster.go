@@ -658,18 +658,46 @@ func (h *Hub) Rehome(gone []string) {
 	}
 	for i := range h.users {
 		s := &h.users[i]
-		s.mu.RLock()
+		s.mu.Lock()
 		var adopt []string
-		for name := range s.locals {
+		for name, u := range s.locals {
 			if owner := c.UserOwner(name); owner != "" {
 				adopt = append(adopt, name)
+			} else if u.remote {
+				h.takeOverLocked(s, u)
 			}
 		}
-		s.mu.RUnlock()
+		s.mu.Unlock()
 		for _, name := range adopt {
 			_ = c.Send(c.UserOwner(name), &Envelope{Op: OpAdopt, Name: name})
 		}
 	}
+}
+
+// takeOverLocked makes u, connected here and owned elsewhere until now,
+// owned here: it takes the direct messages this node kept for the name, if
+// any, and from now on direct messages to it are numbered here. s.mu must
+// be held.
+func (h *Hub) takeOverLocked(s *userShard, u *User) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.remote = false
+	if old := s.users[u.name]; old != nil && old != u {
+		old.mu.Lock()
+		if old.member == nil {
+			u.dmSeq, u.durable, u.inbox, u.ids = old.dmSeq, old.durable, old.inbox, old.ids
+			old.inbox = history{}
+		}
+		old.mu.Unlock()
+	} else {
+		u.inbox.max = max(h.cfg.DMHistory, 0)
+		h.load(u.key, &u.dmSeq, &u.inbox)
+		u.durable = u.dmSeq
+	}
+	if u.inbox.max == 0 {
+		u.inbox.max = max(h.cfg.DMHistory, 0)
+	}
+	s.users[u.name] = u
 }
 
 // Reconnected is called when this node is back on the cluster after an

@@ -233,10 +233,10 @@ func (h *Hub) Unregister(u *User, m Member) {
 		if s.locals[u.name] == u {
 			delete(s.locals, u.name)
 		}
+		if owner := c.UserOwner(u.name); owner != "" {
+			_ = c.Send(owner, &Envelope{Op: OpRelease, Name: u.name})
+		}
 		if u.remote {
-			if owner := c.UserOwner(u.name); owner != "" {
-				_ = c.Send(owner, &Envelope{Op: OpRelease, Name: u.name})
-			}
 			return
 		}
 	}
