@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"nbchat/loop"
+	"nbchat/store"
 )
 
 // startNATS runs a NATS server in the test process on port (0: any) and
@@ -66,6 +67,14 @@ func startNode(t testing.TB, natsURL, name string) *testNode {
 	cfg := loop.Config{Addr: "127.0.0.1:0", Logger: quiet, Collectors: node.Collectors(), RateBurst: -1}
 	cfg.Room.Cluster = node
 	cfg.Room.Logger = quiet
+	// History on disk, as nodes run by default: messages are shown and
+	// acknowledged only once stored, which claims must wait for.
+	st, err := store.Open(t.TempDir(), 1000, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	cfg.Room.Store = st
 	cfg.Room.PresenceInterval = 100 * time.Millisecond
 	srv, err := loop.New(cfg)
 	if err != nil {
