@@ -238,6 +238,12 @@ var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 func newSession(t *testing.T, label string, width, height int64) *session {
 	t.Helper()
+	return newSessionAt(t, label, width, height, srv.url())
+}
+
+// newSessionAt opens the page at url in a new session.
+func newSessionAt(t *testing.T, label string, width, height int64, url string) *session {
+	t.Helper()
 	// A fresh browser context (like an incognito profile) per session, with
 	// its tab in a new window: chromedp's own WithNewBrowserContext opens the
 	// tab without a window, which headless Chromium 15x refuses ("no browser
@@ -272,7 +278,7 @@ func newSession(t *testing.T, label string, width, height int64) *session {
 	if err := chromedp.Run(ctx); err != nil {
 		t.Fatalf("%s: attach: %v", label, err)
 	}
-	s.run(chromedp.EmulateViewport(width, height), chromedp.Navigate(srv.url()),
+	s.run(chromedp.EmulateViewport(width, height), chromedp.Navigate(url),
 		chromedp.WaitVisible(`#name-input`, chromedp.ByID))
 	return s
 }
