@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,11 @@ type Node struct {
 
 	mu       sync.Mutex
 	lastSeen map[string]time.Time
+	// incarnation tells a node that crashed and came back under the same
+	// name from one that never left: what the old one held must go.
+	incarnation string
+	peerInc     map[string]string
+	restarted   []string
 	// upSince is when the NATS connection last came up: peers are not
 	// declared dead for missing heartbeats we could not have heard.
 	upSince time.Time
@@ -119,11 +125,13 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, name: cfg.Name, log: cfg.Logger.With("node", cfg.Name),
 		lastSeen: make(map[string]time.Time),
+		peerInc:  make(map[string]string),
 		upSince:  time.Now(),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	n.incarnation = strconv.FormatInt(time.Now().UnixNano(), 36)
 	n.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	n.setView([]string{n.name})
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","),
@@ -215,7 +223,7 @@ func (n *Node) Start(h *room.Hub) error {
 	}
 	n.subs = append(n.subs, sub)
 	// The subscriptions reach the server before the heartbeat does.
-	if err := n.nc.Publish(n.cfg.Prefix+".hb", []byte(n.name)); err != nil {
+	if err := n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat()); err != nil {
 		return err
 	}
 	if err := n.nc.Flush(); err != nil {
@@ -257,7 +265,7 @@ func (n *Node) run() {
 		case <-n.stop:
 			return
 		case <-t.C:
-			_ = n.nc.Publish(n.cfg.Prefix+".hb", []byte(n.name))
+			_ = n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat())
 		case <-n.wake:
 		}
 		n.recompute()
@@ -287,16 +295,25 @@ func (n *Node) afterReconnect() {
 	n.hub.Reconnected()
 }
 
+// heartbeat is "NAME INCARNATION".
+func (n *Node) heartbeat() []byte { return []byte(n.name + " " + n.incarnation) }
+
 func (n *Node) onHeartbeat(m *nats.Msg) {
-	peer := string(m.Data)
+	peer, inc, _ := strings.Cut(string(m.Data), " ")
 	if peer == n.name {
 		return
 	}
 	n.mu.Lock()
 	_, known := n.lastSeen[peer]
 	n.lastSeen[peer] = time.Now()
+	old, seen := n.peerInc[peer]
+	n.peerInc[peer] = inc
+	restarted := seen && old != inc
+	if restarted {
+		n.restarted = append(n.restarted, peer)
+	}
 	n.mu.Unlock()
-	if !known {
+	if !known || restarted {
 		n.poke()
 	}
 }
@@ -304,6 +321,7 @@ func (n *Node) onHeartbeat(m *nats.Msg) {
 func (n *Node) onBye(m *nats.Msg) {
 	n.mu.Lock()
 	delete(n.lastSeen, string(m.Data))
+	delete(n.peerInc, string(m.Data))
 	n.mu.Unlock()
 	n.poke()
 }
@@ -331,13 +349,19 @@ func (n *Node) recompute() {
 	for peer := range n.lastSeen {
 		live = append(live, peer)
 	}
+	for peer := range n.peerInc {
+		if _, ok := n.lastSeen[peer]; !ok {
+			delete(n.peerInc, peer)
+		}
+	}
+	gone := n.restarted
+	n.restarted = nil
 	n.mu.Unlock()
 	slices.Sort(live)
 	old := *n.view.Load()
-	if slices.Equal(old, live) {
+	if slices.Equal(old, live) && len(gone) == 0 {
 		return
 	}
-	var gone []string
 	for _, p := range old {
 		if _, ok := slices.BinarySearch(live, p); !ok {
 			gone = append(gone, p)

@@ -229,6 +229,19 @@ func TestRoomAcrossNodes(t *testing.T) {
 		t.Fatalf("seqs %d..%d, want 1..60", msgs[0].num("seq"), msgs[len(msgs)-1].num("seq"))
 	}
 
+	// Joining again with since replays and keeps the membership, on
+	// whichever node.
+	for _, c := range []*wsClient{alice, bob, carol} {
+		c.send(`{"type":"join","room":%q,"since":55}`, room)
+		if j := c.await("joined", nil); j.m("recovered") != true || j.num("seq") != 60 {
+			t.Fatalf("%s: joined again %v", c.name, j)
+		}
+		if got := c.collect(room, "hello ", 5, 5*time.Second); len(got) != 5 || got[0].num("seq") != 56 {
+			t.Fatalf("%s: replay %v", c.name, got)
+		}
+	}
+	chat(t, room, "again", 2, alice, bob, carol)
+
 	// The member list is the whole cluster's, from any node.
 	bob.send(`{"type":"members","room":%q,"id":"m1"}`, room)
 	m := bob.await("members", nil)
@@ -468,5 +481,37 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	after := chat(t, room, "after", 5, alice, bob, carol)
 	if after[0].num("seq") != before[len(before)-1].num("seq")+1 {
 		t.Fatalf("seq went from %d to %d when the owner changed", before[len(before)-1].num("seq"), after[0].num("seq"))
+	}
+}
+
+func TestNodeRestartsUnderSameName(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	// A user owned by n1 but connected to n3, which crashes and comes back
+	// under the same name before the others notice it was gone.
+	zed := ""
+	for i := range 1000 {
+		if u := fmt.Sprintf("zed%d", i); nodes[0].node.UserOwner(u) == "" {
+			zed = u
+			break
+		}
+	}
+	connect(t, nodes[2].addr, zed)
+	if status, _ := dial(t, nodes[0].addr, "name="+zed); status != 409 {
+		t.Fatalf("%s while connected: status %d, want 409", zed, status)
+	}
+	nodes[2].kill()
+	nodes[2] = startNode(t, url, "n3")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, c := dial(t, nodes[0].addr, "name="+zed)
+		if status == 101 {
+			c.await("welcome", nil)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still taken after its node restarted: %d", zed, status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

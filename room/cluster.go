@@ -545,6 +545,16 @@ func (r *Room) mirror(e *Envelope) {
 	case OpJoined:
 		m := r.joiningMember(e.Name)
 		if m == nil {
+			// A member joining again (with since) gets its replay; anyone
+			// else has left meanwhile.
+			for _, lm := range r.members {
+				if lm.Name() == e.Name {
+					for _, p := range e.Frames {
+						lm.Send(protocol.NewFrame(protocol.OpText, p))
+					}
+					return
+				}
+			}
 			_ = r.hub.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: r.name, Name: e.Name})
 			return
 		}
