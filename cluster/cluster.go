@@ -178,26 +178,16 @@ func (n *Node) subject(kind, node string) string {
 	return n.cfg.Prefix + "." + kind + "." + node
 }
 
-// Start joins the cluster: it listens to the others' heartbeats for a
-// while (at most two seconds) to learn the live nodes, then subscribes and
-// announces itself. Others hand rooms over only once they hear it, so by
-// then it knows whom to claim them from.
+// Start joins the cluster: it subscribes and announces itself at once, so
+// nodes starting together see each other, then listens to heartbeats for a
+// while (at most two seconds) to learn the live nodes. Requests that arrive
+// meanwhile wait until it knows whom to claim rooms from.
 func (n *Node) Start(h *room.Hub) error {
 	n.hub = h
-	sub, err := n.nc.Subscribe(n.cfg.Prefix+".hb", n.onHeartbeat)
-	if err != nil {
-		return err
-	}
-	n.subs = append(n.subs, sub)
-	if sub, err = n.nc.Subscribe(n.cfg.Prefix+".bye", n.onBye); err != nil {
-		return err
-	}
-	n.subs = append(n.subs, sub)
-	time.Sleep(min(2*time.Second, 2*n.cfg.Heartbeat+100*time.Millisecond))
-	n.recompute()
-
+	ready := make(chan struct{})
 	handle := func(subj string, f func(*room.Envelope)) error {
 		sub, err := n.nc.Subscribe(subj, func(m *nats.Msg) {
+			<-ready
 			var e room.Envelope
 			if err := decodeEnvelope(m.Data, &e); err != nil {
 				n.log.Warn("bad cluster message", "subject", m.Subject, "err", err)
@@ -218,10 +208,22 @@ func (n *Node) Start(h *room.Hub) error {
 	if err := handle(n.subject("n", n.name), h.HandleNode); err != nil {
 		return err
 	}
-	if sub, err = n.nc.Subscribe(n.subject("q", n.name), n.serveQuery); err != nil {
+	subscribe := func(subj string, f nats.MsgHandler) error {
+		sub, err := n.nc.Subscribe(subj, f)
+		if err == nil {
+			n.subs = append(n.subs, sub)
+		}
 		return err
 	}
-	n.subs = append(n.subs, sub)
+	if err := subscribe(n.subject("q", n.name), func(m *nats.Msg) { <-ready; n.serveQuery(m) }); err != nil {
+		return err
+	}
+	if err := subscribe(n.cfg.Prefix+".hb", n.onHeartbeat); err != nil {
+		return err
+	}
+	if err := subscribe(n.cfg.Prefix+".bye", n.onBye); err != nil {
+		return err
+	}
 	// The subscriptions reach the server before the heartbeat does.
 	if err := n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat()); err != nil {
 		return err
@@ -229,6 +231,9 @@ func (n *Node) Start(h *room.Hub) error {
 	if err := n.nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	time.Sleep(min(2*time.Second, 2*n.cfg.Heartbeat+100*time.Millisecond))
+	n.recompute()
+	close(ready)
 	go n.run()
 	n.log.Info("joined the cluster", "nodes", n.Nodes())
 	return nil
@@ -432,7 +437,10 @@ func (n *Node) Deliver(node string, e *room.Envelope) {
 }
 
 func (n *Node) publish(subj string, e *room.Envelope) error {
-	e.Node = n.name
+	if e.Node == "" {
+		// A request passed on to the owner keeps its sender, who gets the answer.
+		e.Node = n.name
+	}
 	bp := n.bufs.Get().(*[]byte)
 	b := appendEnvelope((*bp)[:0], e)
 	// nats.go copies the payload into its write buffer before returning.

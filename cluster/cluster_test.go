@@ -358,7 +358,11 @@ func TestNodeKilledMidChat(t *testing.T) {
 	before := chat(t, room, "before", 10, alice, bob, carol)
 	nodes[2].kill()
 	waitView(t, nodes, 2)
-	// carol leaves the member list within a few seconds.
+	// carol leaves the member list within a few seconds, with a leave
+	// event, though the node that held the list died with her.
+	for _, c := range []*wsClient{alice, bob} {
+		c.await("presence", func(m msg) bool { return m.str("name") == "carol" && m.str("event") == "leave" })
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		alice.send(`{"type":"members","room":%q}`, room)

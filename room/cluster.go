@@ -2,6 +2,7 @@ package room
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"nbchat/protocol"
@@ -291,7 +292,9 @@ func (r *Room) claimLocked() {
 	}
 	r.claimed = true
 	res := r.hub.cfg.Cluster.Claim(r.name)
-	// The member list starts over from this node's members and the answers.
+	// The member list starts over from this node's members and the answers;
+	// members this node knew of that no live node has are gone.
+	known := r.names.Clone()
 	r.names.Clear(false)
 	for _, m := range r.members {
 		r.names.ReplaceOrInsert(m.Name())
@@ -323,6 +326,12 @@ func (r *Room) claimLocked() {
 	r.held = nil
 	r.resyncing = false
 	r.count.Store(int32(r.total))
+	known.Ascend(func(name string) bool {
+		if !r.names.Has(name) {
+			r.presenceLocked(name, nil, protocol.EventLeave)
+		}
+		return true
+	})
 }
 
 // Relinquish hands the room called name to claimant: this node answers
@@ -422,7 +431,18 @@ func (r *Room) joinRemoteLocked(e *Envelope) {
 	case h.cfg.JoinHistory > 0:
 		r.hist.latest(&col, h.cfg.JoinHistory)
 	}
-	h.cfg.Cluster.Deliver(e.Node, &Envelope{Op: OpJoined, Room: r.name, Name: e.Name, Seq: r.durable, Frames: col.payloads()})
+	reply := Envelope{Op: OpJoined, Room: r.name, Name: e.Name, Seq: r.durable, Frames: col.payloads()}
+	if r.total <= h.cfg.PresenceLimit {
+		// The whole member list, which the mirror keeps up to date from
+		// presence, so that a new owner can tell who vanished with a dead one.
+		var b []byte
+		r.names.Ascend(func(name string) bool {
+			b = append(append(b, name...), '\n')
+			return true
+		})
+		reply.Text = b
+	}
+	h.cfg.Cluster.Deliver(e.Node, &reply)
 	col.release()
 }
 
@@ -559,6 +579,12 @@ func (r *Room) mirror(e *Envelope) {
 			return
 		}
 		delete(r.joining, m)
+		r.names.Clear(false)
+		for _, name := range strings.Split(string(e.Text), "\n") {
+			if name != "" {
+				r.names.ReplaceOrInsert(name)
+			}
+		}
 		if !r.synced {
 			r.seq, r.synced = e.Seq, true
 		} else if e.Seq > r.seq {
@@ -578,6 +604,12 @@ func (r *Room) mirror(e *Envelope) {
 			return
 		}
 		if e.Seq == 0 {
+			switch e.To {
+			case protocol.EventJoin:
+				r.names.ReplaceOrInsert(e.Name)
+			case protocol.EventLeave:
+				r.names.Delete(e.Name)
+			}
 			r.broadcastLocalLocked(protocol.NewFrame(protocol.OpText, e.Frames[0]), e.Name)
 			return
 		}

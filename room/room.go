@@ -327,17 +327,19 @@ func (r *Room) sweep(cutoff int64) bool {
 // releases the caller's reference. r.mu must be held: it is what keeps
 // every member's queue in seq order. seq is 0 for presence.
 func (r *Room) broadcastLocked(f *protocol.Frame, seq uint64, ts int64) {
-	r.deliverRemotesLocked(f, seq, ts, "")
+	r.deliverRemotesLocked(f, seq, ts, "", "")
 	r.broadcastLocalLocked(f, "")
 }
 
 // deliverRemotesLocked sends f to the other nodes with members, each once;
-// their copies of the room fan it out.
-func (r *Room) deliverRemotesLocked(f *protocol.Frame, seq uint64, ts int64, except string) {
+// their copies of the room fan it out. A presence event names its member
+// (except, who does not get it) and event, so mirrors can follow the
+// member list.
+func (r *Room) deliverRemotesLocked(f *protocol.Frame, seq uint64, ts int64, except, event string) {
 	if len(r.remotes) == 0 {
 		return
 	}
-	e := Envelope{Op: OpFrame, Room: r.name, Name: except, Seq: seq, TS: ts, Frames: [][]byte{f.Payload()}}
+	e := Envelope{Op: OpFrame, Room: r.name, Name: except, To: event, Seq: seq, TS: ts, Frames: [][]byte{f.Payload()}}
 	for node := range r.remotes {
 		r.hub.cfg.Cluster.Deliver(node, &e)
 	}
@@ -430,7 +432,7 @@ func (r *Room) presenceLocked(name string, m Member, event string) {
 	cfg := &r.hub.cfg
 	if r.total <= cfg.PresenceLimit && !r.presenceQueued {
 		f := protocol.PresenceEvent(r.name, event, name, r.total)
-		r.deliverRemotesLocked(f, 0, 0, name)
+		r.deliverRemotesLocked(f, 0, 0, name, event)
 		if m != nil {
 			r.broadcastExceptLocked(f, m)
 		} else {
