@@ -231,10 +231,10 @@ func (n *Node) Start(h *room.Hub) error {
 	if err := n.nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	go n.run()
 	time.Sleep(min(2*time.Second, 2*n.cfg.Heartbeat+100*time.Millisecond))
 	n.recompute()
 	close(ready)
-	go n.run()
 	n.log.Info("joined the cluster", "nodes", n.Nodes())
 	return nil
 }
@@ -319,6 +319,9 @@ func (n *Node) onHeartbeat(m *nats.Msg) {
 	}
 	n.mu.Unlock()
 	if !known || restarted {
+		// Answer a newcomer at once, so it knows every node before it
+		// serves anyone.
+		_ = n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat())
 		n.poke()
 	}
 }

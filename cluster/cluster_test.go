@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -517,5 +518,72 @@ func TestNodeRestartsUnderSameName(t *testing.T) {
 			t.Fatalf("%s still taken after its node restarted: %d", zed, status)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestManyClientsJoinAtOnce: nodes start together, then clients join rooms
+// spanning every node in the upgrade request, all at once, and every member
+// of every room gets every message, whichever node it is on.
+func TestManyClientsJoinAtOnce(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := make([]*testNode, 3)
+	var started sync.WaitGroup
+	for i := range nodes {
+		started.Add(1)
+		go func() {
+			defer started.Done()
+			nodes[i] = startNode(t, url, fmt.Sprintf("n%d", i+1))
+		}()
+	}
+	started.Wait()
+	for _, tn := range nodes {
+		if got := tn.node.Nodes(); len(got) != 3 {
+			t.Fatalf("%s started serving knowing only %v", tn.name, got)
+		}
+	}
+	const rooms, perRoom = 20, 100
+	clients := make([][]*wsClient, rooms)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for r := range rooms {
+		for i := range perRoom {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("c%d-%d", r, i)
+				status, c := dial(t, nodes[(r+i)%3].addr, fmt.Sprintf("name=%s&room=busy%d", name, r))
+				if status != 101 {
+					t.Errorf("%s: status %d", name, status)
+					return
+				}
+				c.name = name
+				mu.Lock()
+				clients[r] = append(clients[r], c)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for r := range rooms {
+		for _, c := range clients[r] {
+			c.await("joined", nil)
+		}
+	}
+	for r := range rooms {
+		room := fmt.Sprintf("busy%d", r)
+		for i := range 3 {
+			clients[r][0].send(`{"type":"msg","room":%q,"text":"m %d","id":"%d"}`, room, i, i)
+		}
+	}
+	for r := range rooms {
+		room := fmt.Sprintf("busy%d", r)
+		for _, c := range clients[r] {
+			if got := c.collect(room, "m ", 3, 5*time.Second); len(got) != 3 {
+				t.Errorf("%s (room %s): got %d of 3 messages", c.name, room, len(got))
+			}
+		}
 	}
 }

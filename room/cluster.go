@@ -49,7 +49,7 @@ const (
 	OpMembers               // Name asks Room's members: After, Limit, Ref
 	OpDM                    // Name sends Text to the user To
 	OpDMEcho                // keep the sender's copy of a DM in Name's sequence
-	OpEnsure                // the sender thinks this node owns Room now
+	OpEnsure                // the sender thinks this node owns Room now; Seq 1: the sender holds it
 	OpResync                // resend Room's messages after Seq
 	OpRelease               // Name's connection on the sender closed
 	OpAdopt                 // Name is connected on the sender (after a rehome)
@@ -219,8 +219,9 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 		h.refuseRemote(e)
 		return
 	}
-	if r.owner != "" {
-		// Our view changed after the lookup: take the room over.
+	if r.owner != "" || (e.Op == OpEnsure && e.Seq == 1) {
+		// Our view changed after the lookup, or another node still holds
+		// the room: take it over (again), from everyone.
 		r.owner = ""
 		r.claimed = false
 	}
@@ -559,7 +560,20 @@ func (r *Room) mirror(e *Envelope) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.owner == "" {
-		return // this node owns the room now; a late frame of the old owner
+		// Another node acts as the room's owner too (their views of the
+		// cluster disagreed when both claimed it): the owner by our view
+		// claims it again from everyone. Until then this frame is dropped;
+		// the claim takes the highest seq, and members who miss messages
+		// are told by a gap.
+		if e.Op == OpFrame && e.Seq > 0 {
+			if owner := r.hub.cfg.Cluster.RoomOwner(r.name); owner == "" {
+				r.claimed = false
+				r.claimLocked()
+			} else {
+				_ = r.hub.cfg.Cluster.Send(owner, &Envelope{Op: OpEnsure, Room: r.name, Seq: 1})
+			}
+		}
+		return
 	}
 	switch e.Op {
 	case OpJoined:
@@ -688,7 +702,7 @@ func (h *Hub) Rehome(gone []string) {
 		switch {
 		case r.owner == "" && owner != "":
 			// Ours until the new owner claims it; tell it to.
-			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name})
+			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name, Seq: 1})
 		case r.owner != "" && owner == "":
 			r.owner, r.claimed = "", false
 			r.claimLocked()
