@@ -181,10 +181,14 @@ func (h *Hub) HandleOwner(e *Envelope) {
 func (h *Hub) ownerRoomRequest(e *Envelope) {
 	c := h.cfg.Cluster
 	r := h.Find([]byte(e.Room))
-	if (r == nil || r.owner != "") && c.RoomOwner(e.Room) != "" {
+	cur := "" // the owner our copy of the room knows
+	if r != nil {
+		cur = r.ownerName()
+	}
+	if (r == nil || cur != "") && c.RoomOwner(e.Room) != "" {
 		owner := c.RoomOwner(e.Room)
 		if r != nil {
-			owner = r.ownerName()
+			owner = cur
 		}
 		if e.Op == OpEnsure || e.Hops >= 2 || owner == "" {
 			h.refuseRemote(e)
@@ -475,7 +479,9 @@ func (r *Room) publishRemoteLocked(e *Envelope) {
 		return
 	}
 	if seq, dup := r.recall(e.Name, e.ID); dup {
-		m.Acked(r.name, e.ID, seq)
+		if seq <= r.durable {
+			m.Acked(r.name, e.ID, seq)
+		}
 		return
 	}
 	r.publishLocked(m, e.Text, e.ID, time.Now().UnixMilli())

@@ -214,8 +214,11 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 	}
 	r.claimLocked()
 	if seq, dup := r.recall(m.Name(), id); dup {
+		durable := seq <= r.durable
 		r.mu.Unlock()
-		if a, ok := m.(Acker); ok {
+		// A resend of a message still being stored is acknowledged once
+		// it is, like the original.
+		if a, ok := m.(Acker); ok && durable {
 			a.Acked(r.name, id, seq)
 		}
 		return seq, nil
@@ -230,6 +233,7 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 func (r *Room) publishLocked(m Member, text, id []byte, ts int64) uint64 {
 	r.seq++
 	seq := r.seq
+	r.remember(m.Name(), id, seq)
 	f := protocol.Msg(r.name, m.Name(), text, seq, ts)
 	if st := r.hub.cfg.Store; st != nil {
 		f.Retain(1) // the store's reference
@@ -270,7 +274,6 @@ func (r *Room) showLocked(f *protocol.Frame, seq uint64, ts int64, from Member, 
 	r.hist.add(f, seq, ts)
 	r.broadcastLocked(f, seq, ts)
 	if id != nil {
-		r.remember(from.Name(), id, seq)
 		if a, ok := from.(Acker); ok {
 			a.Acked(r.name, id, seq)
 		}
