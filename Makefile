@@ -19,11 +19,12 @@ build: ## build the server into $(BIN)
 cluster: ## a NATS server (built from the module proxy) and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
 	loadtest/cluster.sh -serve
 
-test: lint deps ## vet, format check, every test with the race detector, a load-test smoke run
+test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs on one node and on a 3-node cluster
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 # allocation guards again without -race, where sync.Pool is exact
 	$(GO) test -count=1 -run 'NoAlloc|Allocs|DoesNotAllocate' ./protocol ./room ./loop ./loadtest
 	loadtest/with-server.sh -preset smoke -progress lines -out reports/smoke
+	loadtest/cluster.sh -preset smoke -progress lines -out reports/smoke-cluster
 
 test-short: ## the tests without the race detector
 	$(GO) test -count=1 $(PKGS)

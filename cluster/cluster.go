@@ -215,7 +215,9 @@ func (n *Node) Start(h *room.Hub) error {
 		}
 		return err
 	}
-	if err := subscribe(n.subject("q", n.name), func(m *nats.Msg) { <-ready; n.serveQuery(m) }); err != nil {
+	// Queries are served concurrently: a claim that waits for a room's
+	// stored messages must not hold up name registrations behind it.
+	if err := subscribe(n.subject("q", n.name), func(m *nats.Msg) { go func() { <-ready; n.serveQuery(m) }() }); err != nil {
 		return err
 	}
 	if err := subscribe(n.cfg.Prefix+".hb", n.onHeartbeat); err != nil {

@@ -541,7 +541,7 @@ func TestManyClientsJoinAtOnce(t *testing.T) {
 			t.Fatalf("%s started serving knowing only %v", tn.name, got)
 		}
 	}
-	const rooms, perRoom = 20, 100
+	const rooms, perRoom = 10, 30
 	clients := make([][]*wsClient, rooms)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

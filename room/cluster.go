@@ -384,6 +384,11 @@ func (h *Hub) Relinquish(name, claimant string) ClaimReply {
 	}
 	r.owner = claimant
 	r.claimed = false
+	if r.resyncing {
+		// The old owner will not answer: ask the new one.
+		r.resyncing = false
+		r.resyncLocked()
+	}
 	return rep
 }
 
@@ -519,6 +524,10 @@ func (r *Room) remember(name string, id []byte, seq uint64) {
 	ring.add(idHash(r.name, id), seq)
 }
 
+// maxHeld caps the messages a mirror holds back while it waits for the
+// owner to fill a gap.
+const maxHeld = 10000
+
 // maxRemembered caps the senders a clustered room keeps message ids for.
 const maxRemembered = 4096
 
@@ -634,6 +643,16 @@ func (r *Room) mirror(e *Envelope) {
 			return
 		}
 		if r.resyncing || e.Seq > r.seq+1 {
+			if len(r.held) >= maxHeld {
+				// The owner is not answering: show what is here, gap and all.
+				r.resyncing = false
+				for _, he := range r.held {
+					r.showMirroredLocked(he.Seq, he.TS, he.Payload)
+				}
+				r.held = nil
+				r.showMirroredLocked(e.Seq, e.TS, e.Frames[0])
+				return
+			}
 			r.held = append(r.held, HistEntry{Seq: e.Seq, TS: e.TS, Payload: clone(e.Frames[0])})
 			r.resyncLocked()
 			return
@@ -715,6 +734,10 @@ func (h *Hub) Rehome(gone []string) {
 		case r.owner != owner:
 			r.owner = owner
 			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name})
+			if r.resyncing {
+				r.resyncing = false
+				r.resyncLocked()
+			}
 		}
 		r.mu.Unlock()
 	}
