@@ -16,7 +16,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	_, url := startNATS(b, 0)
 	var nodes []*testNode
 	for _, name := range []string{"n1", "n2", "n3"} {
-		nodes = append(nodes, startNode(b, url, name))
+		// History in memory: this measures the network, not the disk.
+		nodes = append(nodes, startNodeWith(b, url, name, false))
 	}
 	for _, tn := range nodes {
 		for len(tn.node.Nodes()) != 3 {

@@ -60,6 +60,12 @@ func startNodes(t *testing.T, natsURL string, n int) []*testNode {
 
 func startNode(t testing.TB, natsURL, name string) *testNode {
 	t.Helper()
+	return startNodeWith(t, natsURL, name, true)
+}
+
+// startNodeWith starts a node, with history on disk if stored.
+func startNodeWith(t testing.TB, natsURL, name string, stored bool) *testNode {
+	t.Helper()
 	node, err := New(Config{URLs: []string{natsURL}, Name: name, Heartbeat: 100 * time.Millisecond,
 		DeadAfter: 700 * time.Millisecond, Timeout: time.Second, Logger: quiet})
 	if err != nil {
@@ -70,12 +76,14 @@ func startNode(t testing.TB, natsURL, name string) *testNode {
 	cfg.Room.Logger = quiet
 	// History on disk, as nodes run by default: messages are shown and
 	// acknowledged only once stored, which claims must wait for.
-	st, err := store.Open(t.TempDir(), 1000, quiet)
-	if err != nil {
-		t.Fatal(err)
+	if stored {
+		st, err := store.Open(t.TempDir(), 1000, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		cfg.Room.Store = st
 	}
-	t.Cleanup(func() { _ = st.Close() })
-	cfg.Room.Store = st
 	cfg.Room.PresenceInterval = 100 * time.Millisecond
 	srv, err := loop.New(cfg)
 	if err != nil {
