@@ -459,7 +459,7 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	// And a user the third node will own.
 	dave := ""
 	for i := range 1000 {
-		if u := fmt.Sprintf("dave%d", i); ownerAmong('u', u, "n1", "n2", "n3") == "n3" {
+		if u := fmt.Sprintf("dave%d", i); ownerAmong('u', u, "n1", "n2", "n3") == "n3" && ownerAmong('u', u, "n1", "n2") == "n1" {
 			dave = u
 			break
 		}
@@ -467,6 +467,12 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	alice := connect(t, nodes[0].addr, "alice")
 	bob := connect(t, nodes[1].addr, "bob")
 	d := connect(t, nodes[0].addr, dave)
+	for i := 1; i <= 2; i++ {
+		bob.send(`{"type":"dm","to":%q,"text":"before %d"}`, dave, i)
+		if m := d.await("dm", nil); m.num("seq") != int64(i) {
+			t.Fatalf("%s got %v, want dm seq %d", dave, m, i)
+		}
+	}
 	alice.join(room)
 	bob.join(room)
 	before := chat(t, room, "before", 5, alice, bob)
@@ -484,7 +490,8 @@ func TestNodeJoinsMidChat(t *testing.T) {
 		t.Fatalf("%s again on the new node: status %d, want 409", dave, status)
 	}
 	bob.send(`{"type":"dm","to":%q,"text":"still there?"}`, dave)
-	if m := d.await("dm", nil); m.str("from") != "bob" || m.str("text") != "still there?" {
+	// Its direct messages moved with it: the numbering goes on.
+	if m := d.await("dm", nil); m.str("from") != "bob" || m.str("text") != "still there?" || m.num("seq") != 3 {
 		t.Fatalf("%s got %v", dave, m)
 	}
 	carol := connect(t, nodes[2].addr, "carol")

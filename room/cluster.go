@@ -53,6 +53,7 @@ const (
 	OpResync                // resend Room's messages after Seq
 	OpRelease               // Name's connection on the sender closed
 	OpAdopt                 // Name is connected on the sender (after a rehome)
+	OpHandoff               // Name's direct messages, now owned here: Seq the latest, Frames from Since on
 )
 
 // Deliveries to a node (Cluster.Deliver).
@@ -172,6 +173,8 @@ func (h *Hub) HandleOwner(e *Envelope) {
 		h.releaseRemote(e.Node, e.Name)
 	case OpAdopt:
 		h.adopt(e.Node, e.Name)
+	case OpHandoff:
+		h.takeDMs(e)
 	}
 }
 
@@ -752,11 +755,61 @@ func (h *Hub) Rehome(gone []string) {
 				h.takeOverLocked(s, u)
 			}
 		}
+		// Users owned elsewhere now go, with their direct messages; one
+		// connected here stays as a connection whose owner is elsewhere.
+		var handoff []Envelope
+		for name, u := range s.users {
+			if owner := c.UserOwner(name); owner != "" {
+				handoff = append(handoff, u.dmsFor(owner))
+				delete(s.users, name)
+				if s.locals[name] == u {
+					u.mu.Lock()
+					u.remote = true
+					u.mu.Unlock()
+				}
+			}
+		}
 		s.mu.Unlock()
+		// The messages first, so the new owner has them when it learns
+		// where the user is.
+		for i := range handoff {
+			_ = c.Send(handoff[i].To, &handoff[i])
+		}
 		for _, name := range adopt {
 			_ = c.Send(c.UserOwner(name), &Envelope{Op: OpAdopt, Name: name})
 		}
 	}
+}
+
+// dmsFor packs u's direct messages for the node that owns u now.
+func (u *User) dmsFor(owner string) Envelope {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	e := Envelope{Op: OpHandoff, Name: u.name, To: owner, Seq: u.durable, Since: int64(u.inbox.first)}
+	for s := u.inbox.first; u.inbox.n > 0 && s < u.inbox.next(); s++ {
+		e.Frames = append(e.Frames, clone(u.inbox.at(s).f.Payload()))
+	}
+	return e
+}
+
+// takeDMs installs the direct messages of a user this node owns now, unless
+// it already has later ones.
+func (h *Hub) takeDMs(e *Envelope) {
+	s := &h.users[fnv32a(e.Name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := h.ownedUserLocked(s, e.Name)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if e.Seq <= u.durable || len(u.pending) > 0 {
+		return
+	}
+	u.inbox.clear()
+	now := time.Now().UnixMilli()
+	for i, p := range e.Frames {
+		u.inbox.add(protocol.NewFrame(protocol.OpText, p), uint64(e.Since)+uint64(i), now)
+	}
+	u.dmSeq, u.durable = e.Seq, e.Seq
 }
 
 // takeOverLocked makes u, connected here and owned elsewhere until now,
