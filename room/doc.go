@@ -29,4 +29,16 @@
 // coalesced and sent at most once per Config.PresenceInterval, with at most
 // Config.PresenceNames names in each list, so a join storm costs about one
 // delivery per member per interval.
+//
+// # Cluster
+//
+// With Config.Cluster set, every room and user has an owner node (see
+// cluster.go and package cluster). An owned room is the one described above
+// plus, per other node with members, a set of names; each broadcast also goes
+// once to each such node (Room.deliverRemotesLocked), under the room's lock,
+// so the nodes get the room's messages in seq order. A mirrored room holds
+// this node's members of a room owned elsewhere: requests go to the owner
+// (Cluster.Send) and the owner's frames come back through Hub.HandleNode.
+// Claims, which move a room to a new owner, run under the room's lock and
+// wait on the network, bounded by the cluster's timeout.
 package room
