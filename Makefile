@@ -5,7 +5,7 @@ ADDR    ?= 127.0.0.1:8080
 PKGS    := ./...
 FUZZTIME ?= 30s
 
-.PHONY: help run build cluster test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max loadtest-cluster check clean
+.PHONY: help run build nats-server cluster test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max loadtest-cluster check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,10 @@ run: ## run the server on $(ADDR) (open http://$(ADDR)/)
 build: ## build the server into $(BIN)
 	$(GO) build -o $(BIN) .
 
-cluster: ## a NATS server (built from the module proxy) and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
+nats-server: ## build the NATS server from the Go module proxy into bin/nats-server
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+
+cluster: nats-server build ## a NATS server and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
 	loadtest/cluster.sh -serve
 
 test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs on one node and on a 3-node cluster
