@@ -170,6 +170,11 @@ func run(args []string) error {
 		log.Warn("second signal; exiting now")
 		os.Exit(1)
 	}()
+	if node != nil {
+		// Hand rooms and users to the other nodes first, so clients that
+		// reconnect there find their history and direct messages.
+		node.Leave()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdown)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

@@ -241,19 +241,60 @@ func (n *Node) Start(h *room.Hub) error {
 	return nil
 }
 
-// Close says goodbye, so the others drop this node at once, and
-// disconnects after sending what is queued.
-func (n *Node) Close() {
+// Leave hands everything this node owns to the others before it goes, as
+// in a rolling restart: it stops its heartbeats, takes itself out of its
+// own view, lets the new owners claim its rooms (with their seqs, history
+// and members) and sends them its users' direct messages, waits until they
+// have (at most Timeout), and says goodbye. Its connections keep working
+// through the new owners until the server closes them.
+func (n *Node) Leave() {
+	if !n.stopRun() || n.hub == nil {
+		return
+	}
+	view := *n.view.Load()
+	others := slices.DeleteFunc(slices.Clone(view), func(s string) bool { return s == n.name })
+	if len(others) > 0 {
+		n.setView(others)
+		n.hub.Rehome(nil)
+		deadline := time.Now().Add(n.cfg.Timeout)
+		for n.hub.OwnedRooms() > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if left := n.hub.OwnedRooms(); left > 0 {
+			n.log.Warn("left the cluster before every room was handed over", "rooms", left)
+		}
+	}
+	_ = n.nc.Publish(n.cfg.Prefix+".bye", []byte(n.name))
+	_ = n.nc.Flush()
+}
+
+// stopRun stops the heartbeats once; it reports whether this call did.
+func (n *Node) stopRun() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	select {
 	case <-n.stop:
-		return
+		return false
 	default:
 	}
 	close(n.stop)
 	if n.hub != nil {
+		n.mu.Unlock()
 		<-n.done
+		n.mu.Lock()
 	}
-	_ = n.nc.Publish(n.cfg.Prefix+".bye", []byte(n.name))
+	return true
+}
+
+// Close says goodbye, so the others drop this node at once (if Leave did
+// not), and disconnects after sending what is queued.
+func (n *Node) Close() {
+	if n.stopRun() {
+		_ = n.nc.Publish(n.cfg.Prefix+".bye", []byte(n.name))
+	}
+	if n.nc.IsClosed() {
+		return
+	}
 	_ = n.nc.Drain()
 	deadline := time.Now().Add(n.cfg.Timeout)
 	for !n.nc.IsClosed() && time.Now().Before(deadline) {

@@ -602,3 +602,58 @@ func TestManyClientsJoinAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// leave shuts the node down as SIGTERM does: hand over, then close.
+func (tn *testNode) leave() {
+	tn.node.Leave()
+	tn.stop()
+}
+
+// TestGracefulLeaveHandsOver: a node that shuts down hands its rooms and
+// users to the others, so nothing it held is lost: a room whose members
+// were all on it keeps its history and seq, and a user it owned keeps its
+// direct messages and their numbering.
+func TestGracefulLeaveHandsOver(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	room := roomOwnedBy(t, nodes[0], "n3")
+	erin := ""
+	for i := range 1000 {
+		if u := fmt.Sprintf("erin%d", i); nodes[0].node.UserOwner(u) == "n3" {
+			erin = u
+			break
+		}
+	}
+	carol := connect(t, nodes[2].addr, "carol")
+	carol.join(room)
+	chat(t, room, "kept", 3, carol)
+	e := connect(t, nodes[0].addr, erin)
+	bob := connect(t, nodes[1].addr, "bob")
+	for i := 1; i <= 2; i++ {
+		bob.send(`{"type":"dm","to":%q,"text":"before %d"}`, erin, i)
+		if m := e.await("dm", nil); m.num("seq") != int64(i) {
+			t.Fatalf("%s got %v, want dm seq %d", erin, m, i)
+		}
+	}
+
+	nodes[2].leave()
+	waitView(t, nodes, 2)
+
+	// The room's history moved: carol, back on another node, recovers it.
+	carol2 := connect(t, nodes[0].addr, "carol")
+	carol2.send(`{"type":"join","room":%q,"since":0}`, room)
+	if j := carol2.await("joined", nil); j.m("recovered") != true || j.num("seq") != 3 {
+		t.Fatalf("joined after the owner left: %v, want recovered at seq 3", j)
+	}
+	if got := carol2.collect(room, "kept ", 3, 5*time.Second); len(got) != 3 {
+		t.Fatalf("recovered %d of 3 messages", len(got))
+	}
+	if after := chat(t, room, "after", 1, carol2); after[0].num("seq") != 4 {
+		t.Fatalf("seq after the owner left: %d, want 4", after[0].num("seq"))
+	}
+	// erin's direct messages moved too: the numbering goes on.
+	bob.send(`{"type":"dm","to":%q,"text":"after"}`, erin)
+	if m := e.await("dm", nil); m.str("text") != "after" || m.num("seq") != 3 {
+		t.Fatalf("%s got %v after its owner left, want dm seq 3", erin, m)
+	}
+}

@@ -168,6 +168,10 @@ func (h *Hub) HandleOwner(e *Envelope) {
 		if u := h.ownedUser(e.Name); u != nil {
 			u.deliver(e.Name, e.To, e.Text, e.TS)
 			h.deliveries.Add(1)
+		} else if owner := h.cfg.Cluster.UserOwner(e.Name); owner != "" && e.Hops < 2 {
+			fwd := *e
+			fwd.Hops++
+			_ = h.cfg.Cluster.Send(owner, &fwd)
 		}
 	case OpRelease:
 		h.releaseRemote(e.Node, e.Name)
@@ -188,7 +192,11 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 	if r != nil {
 		cur = r.ownerName()
 	}
-	if (r == nil || cur != "") && c.RoomOwner(e.Room) != "" {
+	// A holder handing the room over (Ensure with Seq 1) is obeyed even if
+	// our view of the cluster still names another owner: the holder is the
+	// one that knows, and the views will agree once they settle.
+	handover := e.Op == OpEnsure && e.Seq == 1
+	if (r == nil || cur != "") && c.RoomOwner(e.Room) != "" && !handover {
 		owner := c.RoomOwner(e.Room)
 		if r != nil {
 			owner = cur
@@ -884,6 +892,19 @@ func (h *Hub) nodeGone(node string) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// OwnedRooms counts the rooms this node orders.
+func (h *Hub) OwnedRooms() int {
+	n := 0
+	for _, r := range h.allRooms() {
+		r.mu.Lock()
+		if r.owner == "" && !r.gone.Load() {
+			n++
+		}
+		r.mu.Unlock()
+	}
+	return n
 }
 
 func (h *Hub) allRooms() []*Room {

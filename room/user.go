@@ -424,6 +424,15 @@ func (h *Hub) DM(from *User, to, text, ref []byte) *protocol.Error {
 func (h *Hub) remoteDM(e *Envelope) {
 	target := h.user([]byte(e.To))
 	if target == nil {
+		// The sender's view of the cluster may be behind ours (a node
+		// handing its users over): pass it on to the owner we know.
+		if owner := h.cfg.Cluster.UserOwner(e.To); owner != "" && e.Hops < 2 {
+			fwd := *e
+			fwd.Hops++
+			if h.cfg.Cluster.Send(owner, &fwd) == nil {
+				return
+			}
+		}
 		h.errorTo(e.Node, e.Name, e.Ref, errNoSuchUser)
 		return
 	}
