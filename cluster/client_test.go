@@ -24,6 +24,19 @@ type wsClient struct {
 	conn net.Conn
 	msgs chan msg
 	wmu  sync.Mutex
+	// skipped holds what await and collect read past, for later calls.
+	skipped []msg
+}
+
+// take returns the first skipped message that match accepts, or nil.
+func (c *wsClient) take(match func(msg) bool) msg {
+	for i, m := range c.skipped {
+		if match(m) {
+			c.skipped = append(c.skipped[:i], c.skipped[i+1:]...)
+			return m
+		}
+	}
+	return nil
 }
 
 type msg map[string]any
@@ -149,6 +162,10 @@ func (c *wsClient) send(format string, args ...any) {
 // is true, skipping others; it fails after 10 seconds.
 func (c *wsClient) await(typ string, match func(msg) bool) msg {
 	c.t.Helper()
+	want := func(m msg) bool { return m.str("type") == typ && (match == nil || match(m)) }
+	if m := c.take(want); m != nil {
+		return m
+	}
 	deadline := time.After(10 * time.Second)
 	for {
 		select {
@@ -156,9 +173,10 @@ func (c *wsClient) await(typ string, match func(msg) bool) msg {
 			if !ok {
 				c.t.Fatalf("%s: connection closed waiting for %s", c.name, typ)
 			}
-			if m.str("type") == typ && (match == nil || match(m)) {
+			if want(m) {
 				return m
 			}
+			c.skipped = append(c.skipped, m)
 		case <-deadline:
 			c.t.Fatalf("%s: no %s within 10s", c.name, typ)
 		}
@@ -169,6 +187,16 @@ func (c *wsClient) await(typ string, match func(msg) bool) msg {
 // it has n of them or d passes, skipping everything else.
 func (c *wsClient) collect(room, prefix string, n int, d time.Duration) []msg {
 	var out []msg
+	want := func(m msg) bool {
+		return m.str("type") == "msg" && m.str("room") == room && strings.HasPrefix(m.str("text"), prefix)
+	}
+	for len(out) < n {
+		m := c.take(want)
+		if m == nil {
+			break
+		}
+		out = append(out, m)
+	}
 	deadline := time.After(d)
 	for len(out) < n {
 		select {
@@ -176,11 +204,13 @@ func (c *wsClient) collect(room, prefix string, n int, d time.Duration) []msg {
 			if !ok {
 				return out
 			}
-			if m.str("type") == "msg" && m.str("room") == room && strings.HasPrefix(m.str("text"), prefix) {
+			switch {
+			case want(m):
 				out = append(out, m)
-			}
-			if m.str("type") == "error" {
+			case m.str("type") == "error":
 				c.t.Logf("%s: error %v", c.name, m)
+			default:
+				c.skipped = append(c.skipped, m)
 			}
 		case <-deadline:
 			return out

@@ -513,7 +513,7 @@ const (
 
 // Claim implements room.Cluster: it asks every other live node at once and
 // waits for their answers, at most Timeout.
-func (n *Node) Claim(name string) room.ClaimResult {
+func (n *Node) Claim(name string, failover bool) room.ClaimResult {
 	view := *n.view.Load()
 	res := make(room.ClaimResult)
 	var mu sync.Mutex
@@ -521,6 +521,9 @@ func (n *Node) Claim(name string) room.ClaimResult {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Timeout)
 	defer cancel()
 	req := []byte(string(queryClaim) + name + "\x00" + n.name)
+	if failover {
+		req = append(req, "\x00failover"...)
+	}
 	for _, peer := range view {
 		if peer == n.name {
 			continue
@@ -579,7 +582,8 @@ func (n *Node) serveQuery(m *nats.Msg) {
 		if !ok {
 			return
 		}
-		rep := n.hub.Relinquish(roomName, claimant)
+		claimant, failover := strings.CutSuffix(claimant, "\x00failover")
+		rep := n.hub.Relinquish(roomName, claimant, failover)
 		_ = m.Respond(appendClaimReply(nil, &rep))
 	case queryRegister:
 		var e room.Envelope

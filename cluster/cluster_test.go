@@ -112,6 +112,14 @@ func (tn *testNode) stop() {
 	tn.node.Close()
 }
 
+// crash cuts the node off the cluster at once, as a crash would for the
+// others (no goodbye, no leaves); its server keeps running until cleanup.
+func (tn *testNode) crash() {
+	close(tn.node.stop)
+	<-tn.node.done
+	tn.node.nc.Close()
+}
+
 // kill drops the node as a crash would for the others: no goodbye, no
 // leaves, its NATS connection just goes.
 func (tn *testNode) kill() {
@@ -129,7 +137,7 @@ func waitView(t *testing.T, nodes []*testNode, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, tn := range nodes {
-		if tn.dead {
+		if tn.dead || tn.node.nc.IsClosed() {
 			continue
 		}
 		for len(tn.node.Nodes()) != n {
@@ -365,7 +373,13 @@ func TestNodeKilledMidChat(t *testing.T) {
 	bob.join(room)
 	carol.join(room)
 	before := chat(t, room, "before", 10, alice, bob, carol)
-	nodes[2].kill()
+	nodes[2].crash()
+	// Sent after the owner died, before anyone noticed: the messages wait
+	// at their nodes, unacknowledged, and go to the new owner.
+	for i := range 3 {
+		alice.send(`{"type":"msg","room":%q,"text":"limbo alice %d","id":"limbo-%d"}`, room, i, i)
+		bob.send(`{"type":"msg","room":%q,"text":"limbo bob %d","id":"limbo-%d"}`, room, i, i)
+	}
 	waitView(t, nodes, 2)
 	// carol leaves the member list within a few seconds, with a leave
 	// event, though the node that held the list died with her.
@@ -384,10 +398,29 @@ func TestNodeKilledMidChat(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The room goes on under a new owner with the seq continuing.
+	// The room goes on under a new owner with the seq continuing, the
+	// messages sent into the void first, each once.
+	var limbo []msg
+	for _, c := range []*wsClient{alice, bob} {
+		got := c.collect(room, "limbo ", 6, 10*time.Second)
+		if len(got) != 6 {
+			t.Fatalf("%s got %d of the 6 messages sent while the owner was dead: %v", c.name, len(got), got)
+		}
+		if limbo == nil {
+			limbo = got
+		}
+		for i := range got {
+			if got[i].num("seq") != limbo[i].num("seq") || got[i].str("text") != limbo[i].str("text") {
+				t.Fatalf("%s and alice saw the resent messages differently", c.name)
+			}
+		}
+	}
+	if limbo[0].num("seq") != before[len(before)-1].num("seq")+1 {
+		t.Fatalf("seq went from %d to %d across the failover", before[len(before)-1].num("seq"), limbo[0].num("seq"))
+	}
 	after := chat(t, room, "after", 10, alice, bob)
-	if after[0].num("seq") != before[len(before)-1].num("seq")+1 {
-		t.Fatalf("seq went from %d to %d across the failover", before[len(before)-1].num("seq"), after[0].num("seq"))
+	if after[0].num("seq") != limbo[len(limbo)-1].num("seq")+1 {
+		t.Fatalf("seq %d after the resent messages ending at %d", after[0].num("seq"), limbo[len(limbo)-1].num("seq"))
 	}
 }
 

@@ -2,6 +2,7 @@ package room
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,8 +31,9 @@ type Cluster interface {
 	Deliver(node string, e *Envelope)
 	// Claim asks every other live node for what it knows of room, so this
 	// node can take the room over; the nodes it reaches hand the room to
-	// it. It waits a bounded time for the answers.
-	Claim(room string) ClaimResult
+	// it. It waits a bounded time for the answers. failover says the old
+	// owner died.
+	Claim(room string, failover bool) ClaimResult
 	// Register claims name at its owner node for a connection here and
 	// returns the welcome and the direct messages after dmSince.
 	Register(owner, name string, dmSince int64) ([][]byte, error)
@@ -302,12 +304,16 @@ func (r *Room) ownerName() string {
 // the node that has the most, and the member list from every node's
 // members. r.mu must be held; it is held across the claim, so requests for
 // the room wait for it.
-func (r *Room) claimLocked() {
+func (r *Room) claimLocked() { r.claimAfterLocked(false) }
+
+// claimAfterLocked is claimLocked; failover says the old owner died, so
+// the other nodes send it the messages the dead owner never acknowledged.
+func (r *Room) claimAfterLocked(failover bool) {
 	if r.claimed || r.owner != "" || r.hub.cfg.Cluster == nil {
 		return
 	}
 	r.claimed = true
-	res := r.hub.cfg.Cluster.Claim(r.name)
+	res := r.hub.cfg.Cluster.Claim(r.name, failover)
 	// The member list starts over from this node's members and the answers;
 	// members this node knew of that no live node has are gone.
 	known := r.names.Clone()
@@ -353,7 +359,7 @@ func (r *Room) claimLocked() {
 // Relinquish hands the room called name to claimant: this node answers
 // with what it knows and from now on forwards the room's requests to
 // claimant and mirrors its messages.
-func (h *Hub) Relinquish(name, claimant string) ClaimReply {
+func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 	r := h.Find([]byte(name))
 	if r == nil {
 		return ClaimReply{}
@@ -393,8 +399,16 @@ func (h *Hub) Relinquish(name, claimant string) ClaimReply {
 		r.synced = true
 		r.ids = nil
 	}
+	wasMirror := r.owner != ""
 	r.owner = claimant
 	r.claimed = false
+	if wasMirror && failover {
+		// The dead owner never showed what it did not acknowledge (it
+		// sends a message before its ack): the new owner numbers it.
+		for i := range r.inflight {
+			_ = h.cfg.Cluster.Send(claimant, &r.inflight[i])
+		}
+	}
 	if r.resyncing {
 		// The old owner will not answer: ask the new one.
 		r.resyncing = false
@@ -740,14 +754,27 @@ func (h *Hub) Rehome(gone []string) {
 			// Ours until the new owner claims it; tell it to.
 			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name, Seq: 1})
 		case r.owner != "" && owner == "":
+			died := slices.Contains(gone, r.owner)
 			r.owner, r.claimed = "", false
-			r.claimLocked()
+			r.claimAfterLocked(died)
+			if died {
+				r.publishInflightLocked()
+			}
 		case r.owner != owner:
+			died := slices.Contains(gone, r.owner)
 			r.owner = owner
 			_ = c.Send(owner, &Envelope{Op: OpEnsure, Room: r.name})
 			if r.resyncing {
 				r.resyncing = false
 				r.resyncLocked()
+			}
+			if died {
+				// Messages the dead owner never acknowledged were never
+				// shown (it sends the message before the ack): send them
+				// to the new owner.
+				for i := range r.inflight {
+					_ = c.Send(owner, &r.inflight[i])
+				}
 			}
 		}
 		r.mu.Unlock()
@@ -988,6 +1015,24 @@ func (r *Room) forwardLocked(e *Envelope) error {
 		return err
 	}
 	return nil
+}
+
+// publishInflightLocked numbers the messages this node forwarded to an owner
+// that died before acknowledging them, now that this node owns the room.
+func (r *Room) publishInflightLocked() {
+	for _, e := range r.inflight {
+		for _, m := range r.members {
+			if m.Name() != e.Name {
+				continue
+			}
+			if _, dup := r.recall(e.Name, e.ID); !dup {
+				r.publishLocked(m, e.Text, e.ID, time.Now().UnixMilli())
+				r.hub.messages.Add(1)
+			}
+			break
+		}
+	}
+	r.inflight = nil
 }
 
 // acked forgets a forwarded message once the owner has it.
