@@ -270,7 +270,7 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 				frames = append(frames, r.hist.at(s).f.Payload())
 			}
 		}
-		c.Deliver(e.Node, &Envelope{Op: OpResynced, Room: r.name, Seq: first, TS: int64(r.durable), Frames: frames})
+		c.Deliver(e.Node, &Envelope{Op: OpResynced, Room: r.name, Seq: first, Frames: frames})
 	}
 }
 
@@ -383,7 +383,9 @@ func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 	}
 	for s := r.hist.first; r.hist.n > 0 && s < r.hist.next(); s++ {
 		e := r.hist.at(s)
-		rep.Hist = append(rep.Hist, HistEntry{Seq: s, TS: e.ts, Payload: e.f.Payload()})
+		// A copy: the reply is encoded after the lock is let go, when the
+		// frame may be gone.
+		rep.Hist = append(rep.Hist, HistEntry{Seq: s, TS: e.ts, Payload: clone(e.f.Payload())})
 	}
 	if r.owner == "" {
 		// From owner to mirror: members elsewhere are the new owner's now.
