@@ -463,6 +463,12 @@ func score(kind byte, key, node string) uint64 {
 	return h
 }
 
+// Alive implements room.Cluster.
+func (n *Node) Alive(node string) bool {
+	_, ok := slices.BinarySearch(*n.view.Load(), node)
+	return ok
+}
+
 // RoomOwner implements room.Cluster.
 func (n *Node) RoomOwner(name string) string { return n.owner('r', name) }
 

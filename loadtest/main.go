@@ -25,6 +25,9 @@ type Config struct {
 	Rate, MsgRate, ChurnRate, SlowFrac, MaxConnFail float64
 
 	RampTimeout, Hold, Duration, DrainTimeout, CloseTimeout, HandshakeTimeout, ChurnLife time.Duration
+
+	// IDs sends every room message with an id, as the chat page does.
+	IDs bool
 }
 
 // maxRun bounds the whole run: the sum of every phase's own bound.
@@ -141,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL, or a comma-separated list of one per cluster node (client i uses URL i % n)")
 	fs.StringVar(&c.MetricsURL, "metrics", "", "server Prometheus metrics URL (a list: one per -url node), sampled every second (default: http://HOST/metrics from each -url; \"off\" disables)")
 	fs.StringVar(&c.Proto, "proto", "chat", "chat (nbchat JSON protocol) or raw (any broadcast-everything server, see above)")
+	fs.BoolVar(&c.IDs, "ids", false, "send each room message with an id, as the chat page does: the server acknowledges it, drops a resend, and in a cluster sends it on to a new owner after a failover")
 	fs.StringVar(&c.Scenario, "scenario", "rooms", "idle, rooms, dm, churn or slow")
 	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, room5k, room5k-max, rooms19k or cluster50k (sets several flags)")
 	fs.IntVar(&c.Conns, "conns", 2000, "client connections (N)")

@@ -120,6 +120,10 @@ func (g *gen) sendOne(c *client, b *sendBufs) bool {
 		p = appendInt(p, int64(c.room))
 		p = append(p, `","text":"`...)
 		p = append(p, b.text...)
+		if cfg.IDs {
+			p = append(p, `","id":"`...)
+			p = appendInt(p, int64(c.sentN))
+		}
 		p = append(p, `"}`...)
 	}
 	b.payload = p

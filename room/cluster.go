@@ -24,6 +24,8 @@ type Cluster interface {
 	// "" means this node.
 	RoomOwner(room string) string
 	UserOwner(user string) string
+	// Alive reports whether node is among the live nodes.
+	Alive(node string) bool
 	// Send queues e to node's owner inbox; Deliver queues e to node's
 	// delivery stream. Both keep the order of calls per node and do not
 	// wait for the network; they fail only when the cluster is unreachable.
@@ -401,10 +403,10 @@ func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 		r.synced = true
 		r.ids = nil
 	}
-	wasMirror := r.owner != ""
+	oldOwner := r.owner
 	r.owner = claimant
 	r.claimed = false
-	if wasMirror && failover {
+	if oldOwner != "" && oldOwner != claimant && (failover || !h.cfg.Cluster.Alive(oldOwner)) {
 		// The dead owner never showed what it did not acknowledge (it
 		// sends a message before its ack): the new owner numbers it.
 		for i := range r.inflight {
