@@ -53,6 +53,7 @@ fuzz: ## run each fuzz target for $(FUZZTIME)
 	$(GO) test -run '^$$' -fuzz '^FuzzServerInbound$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./cluster
 
 fuzz-short: ## run each fuzz target for 10s (CI)
 	$(MAKE) fuzz FUZZTIME=10s
