@@ -791,6 +791,35 @@ func TestSendWhileOffline(t *testing.T) {
 	}
 }
 
+// TestPendingSurvivesReload: a message written while offline is still
+// pending after the page is reloaded, and is sent once after the login.
+func TestPendingSurvivesReload(t *testing.T) {
+	requireSuite(t)
+	const room = "reload-room"
+	alice := newSession(t, "alice", 1280, 800)
+	bob := newSession(t, "bob", 1280, 800)
+	alice.login("alice.rl")
+	bob.login("bob.rl")
+	alice.join(room)
+	bob.join(room)
+	alice.say("first")
+	bob.waitTexts("first")
+
+	alice.goOffline()
+	alice.say("written before the reload")
+	alice.waitJS("pending", `window.nbchat.pendingCount() === 1`)
+	alice.run(chromedp.Reload(), chromedp.WaitVisible(`#name-input`, chromedp.ByID))
+	alice.login("alice.rl")
+	alice.waitJS("sent after the reload", `window.nbchat.pendingCount() === 0`)
+	want := []string{"first", "written before the reload"}
+	bob.waitTexts(want...)
+	time.Sleep(300 * time.Millisecond)
+	if got := bob.texts(); !slices.Equal(got, want) {
+		t.Fatalf("bob sees %q, want %q", got, want)
+	}
+	bob.assertSeqs(1, 2)
+}
+
 // TestLoadEarlier: a newcomer sees the last 50 messages and pages back
 // through the rest, keeping its place.
 func TestLoadEarlier(t *testing.T) {
