@@ -14,6 +14,7 @@
 //	PREFIX.o.NODE    requests to NODE as an owner, in order per sender
 //	PREFIX.n.NODE    deliveries to NODE's members, in order per sender
 //	PREFIX.q.NODE    requests that wait for an answer (claims, names)
+//	PREFIX.dir       the busiest rooms each node owns, every 4 heartbeats
 //
 // NATS keeps the order of messages from one connection, and each node
 // publishes on one connection, so an owner's messages reach every node in
@@ -23,6 +24,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -79,6 +81,8 @@ type Node struct {
 	incarnation string
 	peerInc     map[string]string
 	restarted   []string
+	// dirs are the rooms each other node owns, as it last announced them.
+	dirs map[string][]room.RoomCount
 	// upSince is when the NATS connection last came up: peers are not
 	// declared dead for missing heartbeats we could not have heard.
 	upSince time.Time
@@ -126,6 +130,7 @@ func New(cfg Config) (*Node, error) {
 		cfg: cfg, name: cfg.Name, log: cfg.Logger.With("node", cfg.Name),
 		lastSeen: make(map[string]time.Time),
 		peerInc:  make(map[string]string),
+		dirs:     make(map[string][]room.RoomCount),
 		upSince:  time.Now(),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -226,6 +231,9 @@ func (n *Node) Start(h *room.Hub) error {
 	if err := subscribe(n.cfg.Prefix+".bye", n.onBye); err != nil {
 		return err
 	}
+	if err := subscribe(n.cfg.Prefix+".dir", n.onDirectory); err != nil {
+		return err
+	}
 	// The subscriptions reach the server before the heartbeat does.
 	if err := n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat()); err != nil {
 		return err
@@ -308,12 +316,15 @@ func (n *Node) run() {
 	defer close(n.done)
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
-	for {
+	for tick := 0; ; {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
 			_ = n.nc.Publish(n.cfg.Prefix+".hb", n.heartbeat())
+			if tick++; tick%directoryEvery == 0 {
+				n.announceRooms()
+			}
 		case <-n.wake:
 		}
 		n.recompute()
@@ -369,6 +380,64 @@ func (n *Node) onHeartbeat(m *nats.Msg) {
 	}
 }
 
+// directoryEvery is how many heartbeats pass between announcements of the
+// rooms a node owns (for the rooms list, which is that stale at most).
+const directoryEvery = 4
+
+// maxAnnounced caps the rooms one announcement lists: a rooms request
+// shows the busiest 100 of the whole cluster.
+const maxAnnounced = 100
+
+// announceRooms tells the other nodes the busiest rooms this node owns.
+func (n *Node) announceRooms() {
+	if n.hub == nil {
+		return
+	}
+	list := n.hub.OwnedCounts(maxAnnounced)
+	b := appendString([]byte{wireVersion}, n.name)
+	b = binary.AppendUvarint(b, uint64(len(list)))
+	for _, rc := range list {
+		b = appendString(b, rc.Name)
+		b = binary.AppendUvarint(b, uint64(rc.Count))
+	}
+	_ = n.nc.Publish(n.cfg.Prefix+".dir", b)
+}
+
+func (n *Node) onDirectory(m *nats.Msg) {
+	d := decoder{b: m.Data}
+	if d.byte() != wireVersion {
+		return
+	}
+	peer := d.string()
+	count := d.uvarint()
+	if peer == n.name || count > uint64(len(m.Data)) {
+		return
+	}
+	list := make([]room.RoomCount, 0, count)
+	for range count {
+		list = append(list, room.RoomCount{Name: d.string(), Count: int(d.uvarint())})
+	}
+	if d.err != nil {
+		return
+	}
+	n.mu.Lock()
+	if _, live := n.lastSeen[peer]; live {
+		n.dirs[peer] = list
+	}
+	n.mu.Unlock()
+}
+
+// Directory implements room.Cluster.
+func (n *Node) Directory() []room.RoomCount {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var all []room.RoomCount
+	for _, list := range n.dirs {
+		all = append(all, list...)
+	}
+	return all
+}
+
 func (n *Node) onBye(m *nats.Msg) {
 	n.mu.Lock()
 	delete(n.lastSeen, string(m.Data))
@@ -403,6 +472,11 @@ func (n *Node) recompute() {
 	for peer := range n.peerInc {
 		if _, ok := n.lastSeen[peer]; !ok {
 			delete(n.peerInc, peer)
+		}
+	}
+	for peer := range n.dirs {
+		if _, ok := n.lastSeen[peer]; !ok {
+			delete(n.dirs, peer)
 		}
 	}
 	gone := n.restarted

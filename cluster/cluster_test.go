@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -688,5 +689,43 @@ func TestGracefulLeaveHandsOver(t *testing.T) {
 	bob.send(`{"type":"dm","to":%q,"text":"after"}`, erin)
 	if m := e.await("dm", nil); m.str("text") != "after" || m.num("seq") != 3 {
 		t.Fatalf("%s got %v after its owner left, want dm seq 3", erin, m)
+	}
+}
+
+// TestRoomsListIsClusterWide: a rooms request on any node lists the rooms
+// of the whole cluster, with cluster-wide counts.
+func TestRoomsListIsClusterWide(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 3)
+	want := map[string]int64{}
+	for i, tn := range nodes {
+		room := roomOwnedBy(t, nodes[0], tn.name)
+		// Members on every node, a different number per room.
+		for j := range i + 1 {
+			c := connect(t, nodes[j].addr, fmt.Sprintf("%s-m%d", room, j))
+			c.join(room)
+		}
+		want[room] = int64(i + 1)
+	}
+	asker := connect(t, nodes[0].addr, "asker")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		asker.send(`{"type":"rooms"}`)
+		m := asker.await("rooms", nil)
+		got := map[string]int64{}
+		list, _ := m["rooms"].([]any)
+		for _, v := range list {
+			rc, _ := v.(map[string]any)
+			name, _ := rc["name"].(string)
+			count, _ := rc["count"].(float64)
+			got[name] = int64(count)
+		}
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rooms %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

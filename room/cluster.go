@@ -39,6 +39,9 @@ type Cluster interface {
 	// Register claims name at its owner node for a connection here and
 	// returns the welcome and the direct messages after dmSince.
 	Register(owner, name string, dmSince int64) ([][]byte, error)
+	// Directory returns the busiest rooms the other live nodes own, with
+	// their counts, as they last announced them.
+	Directory() []RoomCount
 }
 
 // Op is what an Envelope asks for.

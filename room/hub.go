@@ -274,36 +274,55 @@ func (h *Hub) Find(name []byte) *Room {
 // maxRoomsListed caps a rooms reply.
 const maxRoomsListed = 100
 
-type roomCount struct {
-	name  string
-	count int
+// RoomCount is a room's name and member count.
+type RoomCount struct {
+	Name  string
+	Count int
 }
 
-// Rooms sends m the busiest rooms with their member counts, busiest first.
+// Rooms sends m the busiest rooms with their member counts, busiest first;
+// in a cluster, the rooms every node owns, as they last announced them.
 func (h *Hub) Rooms(m Member, ref []byte) {
-	var list []roomCount
-	for i := range h.rooms {
-		s := &h.rooms[i]
-		s.mu.Lock()
-		for name, r := range s.rooms {
-			if n := int(r.count.Load()); n > 0 {
-				list = append(list, roomCount{name, n})
-			}
-		}
-		s.mu.Unlock()
+	var list []RoomCount
+	if c := h.cfg.Cluster; c != nil {
+		list = append(h.OwnedCounts(maxRoomsListed), c.Directory()...)
+	} else {
+		list = h.counts(func(*Room) bool { return true })
 	}
-	slices.SortFunc(list, func(a, b roomCount) int {
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.name, b.name)
-	})
+	sortCounts(list)
 	list = list[:min(len(list), maxRoomsListed)]
 	m.Send(protocol.Rooms(ref, func(yield func(string, int) bool) {
 		for _, rc := range list {
-			if !yield(rc.name, rc.count) {
+			if !yield(rc.Name, rc.Count) {
 				return
 			}
 		}
 	}))
+}
+
+// OwnedCounts returns up to limit of the busiest rooms this node orders:
+// in a cluster, their counts are the whole cluster's.
+func (h *Hub) OwnedCounts(limit int) []RoomCount {
+	list := h.counts(func(r *Room) bool { return r.ownerName() == "" })
+	sortCounts(list)
+	return list[:min(len(list), limit)]
+}
+
+func (h *Hub) counts(keep func(*Room) bool) []RoomCount {
+	var list []RoomCount
+	for _, r := range h.allRooms() {
+		if n := int(r.count.Load()); n > 0 && keep(r) {
+			list = append(list, RoomCount{r.name, n})
+		}
+	}
+	return list
+}
+
+func sortCounts(list []RoomCount) {
+	slices.SortFunc(list, func(a, b RoomCount) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
 }
