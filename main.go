@@ -78,7 +78,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
 	fs.IntVar(&cfg.Room.DMHistory, "dm-history", 200, "direct messages each user keeps for recovery (-1: none)")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per CPU)")
-	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per CPU)")
+	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per two CPUs)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
 	fs.IntVar(&gcPct, "gc-percent", 25, "Go GC target percent (GOGC, which overrides it): lower keeps memory per idle connection down")
 	fs.StringVar(&debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")

@@ -77,7 +77,9 @@ type Config struct {
 	// frame before its socket is closed. Default 2s.
 	CloseGrace time.Duration
 	// Pollers is the number of nbio poller goroutines, Flushers the number
-	// of writer goroutines. Default: one each per CPU.
+	// of writer goroutines. Defaults: one poller per CPU, one flusher per two
+	// CPUs (measured on 2 cores: one flusher beside two pollers cut room5k's
+	// p99 and CPU per delivery by about a fifth; fewer, fuller batches).
 	Pollers  int
 	Flushers int
 	// Room configures rooms and presence.
@@ -120,7 +122,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.IdleTimeout, 75*time.Second)
 	setDefault(&c.CloseGrace, 2*time.Second)
 	setDefault(&c.Pollers, runtime.NumCPU())
-	setDefault(&c.Flushers, runtime.NumCPU())
+	setDefault(&c.Flushers, max(1, runtime.NumCPU()/2))
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
