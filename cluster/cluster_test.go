@@ -150,17 +150,24 @@ func waitView(t *testing.T, nodes []*testNode, n int) {
 	}
 }
 
-// roomOwnedBy finds a room name that node owns.
-func roomOwnedBy(t testing.TB, viewer *testNode, owner string) string {
+// findName returns the first of prefix0, prefix1, ... that ok accepts.
+func findName(t testing.TB, prefix string, ok func(string) bool) string {
+	t.Helper()
 	for i := range 1000 {
-		name := fmt.Sprintf("room%d", i)
-		o := viewer.node.RoomOwner(name)
-		if o == owner || (o == "" && viewer.name == owner) {
+		if name := fmt.Sprintf("%s%d", prefix, i); ok(name) {
 			return name
 		}
 	}
-	t.Fatalf("no room owned by %s", owner)
+	t.Fatalf("no name %s0..%s999 fits", prefix, prefix)
 	return ""
+}
+
+// roomOwnedBy finds a room name that node owns, as viewer sees it.
+func roomOwnedBy(t testing.TB, viewer *testNode, owner string) string {
+	return findName(t, "room", func(name string) bool {
+		o := viewer.node.RoomOwner(name)
+		return o == owner || (o == "" && viewer.name == owner)
+	})
 }
 
 // join joins room and waits for the joined reply.
@@ -277,13 +284,7 @@ func TestNamesAndDMsAcrossNodes(t *testing.T) {
 	nodes := startNodes(t, url, 3)
 	// Find a name owned by the third node, so a connection on the first
 	// must claim it remotely.
-	name := ""
-	for i := range 1000 {
-		if n := fmt.Sprintf("bob%d", i); nodes[0].node.UserOwner(n) == "n3" {
-			name = n
-			break
-		}
-	}
+	name := findName(t, "bob", func(n string) bool { return nodes[0].node.UserOwner(n) == "n3" })
 	bob := connect(t, nodes[1].addr, name)
 	for _, tn := range nodes {
 		if status, _ := dial(t, tn.addr, "name="+name); status != 409 {
@@ -483,21 +484,11 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	_, url := startNATS(t, 0)
 	nodes := startNodes(t, url, 2)
 	// A room the third node will take over when it joins.
-	room := ""
-	for i := range 1000 {
-		if r := fmt.Sprintf("room%d", i); ownerAmong('r', r, "n1", "n2", "n3") == "n3" {
-			room = r
-			break
-		}
-	}
+	room := findName(t, "room", func(r string) bool { return ownerAmong('r', r, "n1", "n2", "n3") == "n3" })
 	// And a user the third node will own.
-	dave := ""
-	for i := range 1000 {
-		if u := fmt.Sprintf("dave%d", i); ownerAmong('u', u, "n1", "n2", "n3") == "n3" && ownerAmong('u', u, "n1", "n2") == "n1" {
-			dave = u
-			break
-		}
-	}
+	dave := findName(t, "dave", func(u string) bool {
+		return ownerAmong('u', u, "n1", "n2", "n3") == "n3" && ownerAmong('u', u, "n1", "n2") == "n1"
+	})
 	alice := connect(t, nodes[0].addr, "alice")
 	bob := connect(t, nodes[1].addr, "bob")
 	d := connect(t, nodes[0].addr, dave)
@@ -543,13 +534,7 @@ func TestNodeRestartsUnderSameName(t *testing.T) {
 	nodes := startNodes(t, url, 3)
 	// A user owned by n1 but connected to n3, which crashes and comes back
 	// under the same name before the others notice it was gone.
-	zed := ""
-	for i := range 1000 {
-		if u := fmt.Sprintf("zed%d", i); nodes[0].node.UserOwner(u) == "" {
-			zed = u
-			break
-		}
-	}
+	zed := findName(t, "zed", func(u string) bool { return nodes[0].node.UserOwner(u) == "" })
 	connect(t, nodes[2].addr, zed)
 	if status, _ := dial(t, nodes[0].addr, "name="+zed); status != 409 {
 		t.Fatalf("%s while connected: status %d, want 409", zed, status)
@@ -651,13 +636,7 @@ func TestGracefulLeaveHandsOver(t *testing.T) {
 	_, url := startNATS(t, 0)
 	nodes := startNodes(t, url, 3)
 	room := roomOwnedBy(t, nodes[0], "n3")
-	erin := ""
-	for i := range 1000 {
-		if u := fmt.Sprintf("erin%d", i); nodes[0].node.UserOwner(u) == "n3" {
-			erin = u
-			break
-		}
-	}
+	erin := findName(t, "erin", func(u string) bool { return nodes[0].node.UserOwner(u) == "n3" })
 	carol := connect(t, nodes[2].addr, "carol")
 	carol.join(room)
 	chat(t, room, "kept", 3, carol)

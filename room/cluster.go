@@ -651,9 +651,7 @@ func (r *Room) mirror(e *Envelope) {
 		} else if e.Seq > r.seq {
 			r.resyncLocked()
 		}
-		if _, ok := r.index[m]; !ok {
-			r.index[m] = len(r.members)
-			r.members = append(r.members, m)
+		if r.addLocalLocked(m) {
 			r.total = len(r.members)
 			r.count.Store(int32(r.total))
 		}
@@ -941,19 +939,6 @@ func (h *Hub) OwnedRooms() int {
 	return n
 }
 
-func (h *Hub) allRooms() []*Room {
-	var rooms []*Room
-	for i := range h.rooms {
-		s := &h.rooms[i]
-		s.mu.Lock()
-		for _, r := range s.rooms {
-			rooms = append(rooms, r)
-		}
-		s.mu.Unlock()
-	}
-	return rooms
-}
-
 // joinViaOwnerLocked asks the owner to add m; m becomes a member here when
 // the owner's answer arrives, in order with the room's messages. r.mu must
 // be held.
@@ -976,15 +961,8 @@ func (r *Room) joinViaOwnerLocked(m Member, ref []byte, since int64) *protocol.E
 func (r *Room) removeMirroredLocked(m Member) bool {
 	_, joining := r.joining[m]
 	delete(r.joining, m)
-	i, ok := r.index[m]
+	ok := r.dropLocalLocked(m)
 	if ok {
-		last := len(r.members) - 1
-		moved := r.members[last]
-		r.members[i] = moved
-		r.index[moved] = i
-		r.members[last] = nil
-		r.members = r.members[:last]
-		delete(r.index, m)
 		r.total = len(r.members)
 		r.count.Store(int32(r.total))
 	}

@@ -240,9 +240,8 @@ func (h *Hub) load(key string, seq *uint64, hist *history) {
 	hist.expire(time.Now().Add(-h.cfg.HistoryAge).UnixMilli())
 }
 
-// sweepRooms drops expired history and rooms left with nothing.
-func (h *Hub) sweepRooms(now int64) {
-	cutoff := now - h.cfg.HistoryAge.Milliseconds()
+// allRooms returns every room, each shard locked only while it is copied.
+func (h *Hub) allRooms() []*Room {
 	var rooms []*Room
 	for i := range h.rooms {
 		s := &h.rooms[i]
@@ -252,7 +251,13 @@ func (h *Hub) sweepRooms(now int64) {
 		}
 		s.mu.Unlock()
 	}
-	for _, r := range rooms {
+	return rooms
+}
+
+// sweepRooms drops expired history and rooms left with nothing.
+func (h *Hub) sweepRooms(now int64) {
+	cutoff := now - h.cfg.HistoryAge.Milliseconds()
+	for _, r := range h.allRooms() {
 		if r.sweep(cutoff) {
 			h.remove(r)
 		}

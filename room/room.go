@@ -117,9 +117,7 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 	if since > int64(r.durable) {
 		return true, errSinceAhead
 	}
-	if _, ok := r.index[m]; !ok {
-		r.index[m] = len(r.members)
-		r.members = append(r.members, m)
+	if r.addLocalLocked(m) {
 		r.names.ReplaceOrInsert(m.Name())
 		r.total++
 		r.count.Store(int32(r.total))
@@ -160,18 +158,10 @@ func (r *Room) remove(m Member) bool {
 	if r.owner != "" {
 		return r.removeMirroredLocked(m) // unlocks
 	}
-	i, ok := r.index[m]
-	if !ok {
+	if !r.dropLocalLocked(m) {
 		r.mu.Unlock()
 		return false
 	}
-	last := len(r.members) - 1
-	moved := r.members[last]
-	r.members[i] = moved
-	r.index[moved] = i
-	r.members[last] = nil
-	r.members = r.members[:last]
-	delete(r.index, m)
 	r.names.Delete(m.Name())
 	r.total--
 	r.count.Store(int32(r.total))
@@ -187,6 +177,34 @@ func (r *Room) remove(m Member) bool {
 	if gone {
 		r.hub.remove(r)
 	}
+	return true
+}
+
+// addLocalLocked appends m, a connection on this node, to the fan-out
+// list; it reports false if m is in it already. r.mu must be held.
+func (r *Room) addLocalLocked(m Member) bool {
+	if _, ok := r.index[m]; ok {
+		return false
+	}
+	r.index[m] = len(r.members)
+	r.members = append(r.members, m)
+	return true
+}
+
+// dropLocalLocked takes m out of the fan-out list, moving the last member
+// into its place; it reports false if m was not in it. r.mu must be held.
+func (r *Room) dropLocalLocked(m Member) bool {
+	i, ok := r.index[m]
+	if !ok {
+		return false
+	}
+	last := len(r.members) - 1
+	moved := r.members[last]
+	r.members[i] = moved
+	r.index[moved] = i
+	r.members[last] = nil
+	r.members = r.members[:last]
+	delete(r.index, m)
 	return true
 }
 
