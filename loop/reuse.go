@@ -33,10 +33,15 @@ import (
 // waits for the poller to read it. A batch returned after the old socket
 // was closed cannot hold its events (closing removes it from epoll), so
 // once older batches are done no stale event can reach the new connection.
-// The cost is one write and one poller wake-up per accepted connection.
+// The cost is one write and two wake-ups (the poller's and the
+// acceptor's) per accepted connection whose fd number was registered
+// with a poller before; a number in use for the first time cannot have
+// stale events, so a ramp of new connections pays nothing.
 type reuseGuard struct {
 	mu     sync.Mutex // one barrier at a time
 	probes []*reuseProbe
+	// used has a bit per fd number ever registered with a poller.
+	used []atomic.Uint64
 }
 
 // reuseProbe is one poller's socket pair: nbc is registered with the
@@ -56,7 +61,7 @@ const reuseBarrierTimeout = 200 * time.Millisecond
 // newReuseGuard registers one probe with each of e's pollers. It must run
 // after the engine has started.
 func newReuseGuard(e *nbio.Engine, pollers int) (*reuseGuard, error) {
-	g := &reuseGuard{probes: make([]*reuseProbe, pollers)}
+	g := &reuseGuard{probes: make([]*reuseProbe, pollers), used: make([]atomic.Uint64, (nbio.MaxOpenFiles+63)/64)}
 	var spare []*reuseProbe // probes on a poller that already has one
 	var fillers []int       // fds held to shift the next probe's number
 	defer func() {
@@ -77,6 +82,7 @@ func newReuseGuard(e *nbio.Engine, pollers int) (*reuseGuard, error) {
 			g.close()
 			return nil, err
 		}
+		g.firstUse(p.nbc.Hash())
 		// nbio picks the poller by fd number, and new fds take the lowest
 		// free numbers in a fixed pattern: keeping the spare and one more
 		// fd open moves the next probe to another number.
@@ -122,9 +128,23 @@ func newReuseProbe(e *nbio.Engine) (*reuseProbe, error) {
 	return p, nil
 }
 
+// firstUse records that fd is registered with a poller and reports
+// whether it is the first time.
+func (g *reuseGuard) firstUse(fd int) bool {
+	if fd < 0 || fd/64 >= len(g.used) {
+		return false
+	}
+	bit := uint64(1) << (fd % 64)
+	return g.used[fd/64].Or(bit)&bit == 0
+}
+
 // wait returns once the poller owning fd has finished the batches it had
-// taken from epoll_wait when wait was called, or after the timeout.
+// taken from epoll_wait when wait was called, or after the timeout. An fd
+// number never registered before returns at once.
 func (g *reuseGuard) wait(fd int) {
+	if g.firstUse(fd) {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	p := g.probes[fd%len(g.probes)]
