@@ -72,6 +72,12 @@ type Acker interface {
 	Acked(room string, id []byte, seq uint64)
 }
 
+// nameNodes is the node free list every room's name tree shares: one
+// list per tree cost 400 bytes a room, most of it for rooms of a few.
+var nameNodes = btree.NewFreeListG[string](btree.DefaultFreeListSize)
+
+func lessString(a, b string) bool { return a < b }
+
 func newRoom(h *Hub, s *roomShard, name string) *Room {
 	r := &Room{
 		name:  name,
@@ -79,7 +85,7 @@ func newRoom(h *Hub, s *roomShard, name string) *Room {
 		hub:   h,
 		shard: s,
 		index: make(map[Member]int),
-		names: btree.NewG(16, func(a, b string) bool { return a < b }),
+		names: btree.NewWithFreeListG(16, lessString, nameNodes),
 		hist:  history{max: max(h.cfg.HistorySize, 0)},
 	}
 	if c := h.cfg.Cluster; c != nil {
