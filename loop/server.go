@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"sync"
@@ -219,6 +220,12 @@ func New(cfg Config) (*Server, error) {
 		MaxLoad:            cfg.MaxConns + FDHeadroom,
 		ReadLimit:          1 << 20,
 		SupportServerOnly:  true,
+		// No TCP keepalive (Go's default for accepted sockets): the
+		// janitor's pings find dead peers, and it saves four setsockopt
+		// calls per connection.
+		Listen: func(network, addr string) (net.Listener, error) {
+			return (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), network, addr)
+		},
 	}
 	if cfg.TLSCertFile != "" {
 		if engineCfg.TLSConfig, err = loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
