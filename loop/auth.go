@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -75,7 +74,7 @@ var errForbidden = &protocol.Error{Code: protocol.CodeForbidden, Message: "your 
 // grants and the rooms it is limited to (nil: any). On failure it has
 // refused the request: 401 for a missing or bad token, 400 for a name that
 // is not the token's, 403 for a ?room= outside the token's rooms.
-func (s *Server) authenticate(w http.ResponseWriter, q url.Values) (name string, rooms []string, ok bool) {
+func (s *Server) authenticate(w http.ResponseWriter, q query) (name string, rooms []string, ok bool) {
 	tok := q.Get("token")
 	if tok == "" || len(tok) > maxToken {
 		s.refuseAuth(w, "missing token")

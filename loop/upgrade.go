@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lesismal/llib/std/crypto/tls"
@@ -38,7 +39,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, status, msg)
 		return
 	}
-	q := r.URL.Query()
+	q := query(r.URL.RawQuery)
 	name, roomName := q.Get("name"), q.Get("room")
 	dmSince := parseSince(q)
 	var allowedRooms []string
@@ -75,7 +76,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	c := &conn{srv: s, fl: s.pickFlusher(), ip: ip, dirty: true}
 	if allowedRooms != nil {
-		c.allowed = &allowedRooms
+		rooms := allowedRooms // only then does a slice header go to the heap
+		c.allowed = &rooms
 	}
 	c.dec.maxMessage = s.cfg.MaxMessage
 	if s.cfg.Compress && offersDeflate(r.Header) {
@@ -122,9 +124,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if roomName != "" {
 		c.join([]byte(roomName), nil, -1)
 	}
-	buf := make([]byte, 0, 512)
+	bp := upgradeBufs.Get().(*[]byte)
+	defer upgradeBufs.Put(bp)
+	buf := (*bp)[:0]
 	buf = append(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	buf = append(buf, acceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
+	buf = appendAcceptKey(buf, r.Header.Get("Sec-WebSocket-Key"))
 	buf = append(buf, "\r\n"...)
 	if c.deflate {
 		buf = append(buf, "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"...)
@@ -140,7 +144,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.queue, c.queued = nil, 0 // an idle connection keeps no queue
 	}
 	c.qmu.Unlock()
+	*bp = buf // keep what the queued replies grew it to
 	c.unsent.Add(int64(len(buf)))
+	// Write copies what the kernel does not take at once, so buf is free
+	// again when it returns.
 	if _, err := hc.Write(buf); err != nil {
 		return // nbio closes the socket; CloseAndClean undoes the rest
 	}
@@ -157,7 +164,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // parseSince reads the dm_since query parameter: -1 when absent, -2 when
 // it is not a non-negative integer.
-func parseSince(q url.Values) int64 {
+func parseSince(q query) int64 {
 	if !q.Has("dm_since") {
 		return -1
 	}
@@ -302,9 +309,17 @@ func validKey(key string) bool {
 	return err == nil && n == 16
 }
 
-func acceptKey(key string) string {
-	h := sha1.New() //nolint:gosec // see import
-	h.Write([]byte(key))
-	h.Write([]byte(keyGUID))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+// upgradeBufs holds the buffers the 101 and first replies are built in.
+var upgradeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendAcceptKey appends the Sec-WebSocket-Accept value for key, which
+// validKey has checked is 24 bytes long.
+func appendAcceptKey(dst []byte, key string) []byte {
+	var in [24 + len(keyGUID)]byte
+	n := copy(in[:24], key)
+	n += copy(in[n:], keyGUID)
+	sum := sha1.Sum(in[:n]) //nolint:gosec // see import
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
+
+func acceptKey(key string) string { return string(appendAcceptKey(nil, key)) }
