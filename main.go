@@ -77,7 +77,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")
 	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
 	fs.IntVar(&cfg.Room.DMHistory, "dm-history", 200, "direct messages each user keeps for recovery (-1: none)")
-	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per CPU)")
+	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per two CPUs)")
 	fs.IntVar(&cfg.Flushers, "flushers", 0, "writer goroutines (0: one per two CPUs)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
 	fs.IntVar(&gcPct, "gc-percent", 25, "Go GC target percent (GOGC, which overrides it): lower keeps memory per idle connection down")
