@@ -37,12 +37,14 @@ func (c *Config) maxRun() time.Duration {
 
 // presets set several flags at once; flags given explicitly win.
 var presets = map[string]map[string]string{
-	"smoke":      {"scenario": "rooms", "conns": "2000", "rooms": "20", "senders": "20", "msg-rate": "5", "duration": "5s", "hold": "1s"},
-	"default":    {"scenario": "rooms", "conns": "10000", "rooms": "100", "senders": "100", "msg-rate": "2", "duration": "60s", "hold": "5s"},
-	"idle19k":    {"scenario": "idle", "conns": "19000", "rooms": "190", "senders": "0", "hold": "30s", "duration": "0s"},
-	"room5k":     {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "2", "duration": "30s", "hold": "3s"},
-	"room5k-max": {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "20", "duration": "30s", "hold": "3s"},
-	"rooms19k":   {"scenario": "rooms", "conns": "19000", "rooms": "1000", "senders": "1000", "msg-rate": "1", "duration": "30s", "hold": "3s"},
+	"smoke":   {"scenario": "rooms", "conns": "2000", "rooms": "20", "senders": "20", "msg-rate": "5", "duration": "5s", "hold": "1s"},
+	"default": {"scenario": "rooms", "conns": "10000", "rooms": "100", "senders": "100", "msg-rate": "2", "duration": "60s", "hold": "5s"},
+	"idle19k": {"scenario": "idle", "conns": "19000", "rooms": "190", "senders": "0", "hold": "30s", "duration": "0s"},
+	// A room each, so no join is announced: the ramp's CPU is the handshake's.
+	"handshake19k": {"scenario": "idle", "conns": "19000", "rooms": "19000", "senders": "0", "hold": "1s", "duration": "0s"},
+	"room5k":       {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "2", "duration": "30s", "hold": "3s"},
+	"room5k-max":   {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "20", "duration": "30s", "hold": "3s"},
+	"rooms19k":     {"scenario": "rooms", "conns": "19000", "rooms": "1000", "senders": "1000", "msg-rate": "1", "duration": "30s", "hold": "3s"},
 	// 500 rooms, not 510: coprime to 3 nodes, so every room spans all three.
 	"cluster50k": {"scenario": "rooms", "conns": "51000", "rooms": "500", "senders": "500", "msg-rate": "1", "duration": "60s", "hold": "5s",
 		"rate": "1500", "ramp-timeout": "90s", "per-proc": "17000", "src-ips": "6"},
@@ -79,6 +81,8 @@ Presets (-preset; flags given explicitly win):
   smoke       2,000 conns, 20 rooms, 20 senders x 5 msg/s for 5 s
   default     10,000 conns, 100 rooms, 100 senders x 2 msg/s for 60 s (~1.5 min)
   idle19k     19,000 idle connections in 190 rooms, held 30 s
+  handshake19k 19,000 connections, a room each (no presence): the ramp's
+              server CPU per connection is the handshake's
   room5k      5,000 clients in one room, 10 senders x 2 msg/s = 100,000 deliveries/s
   room5k-max  the same at 20 msg/s each = 1,000,000 deliveries/s
   rooms19k    19,000 clients, 1,000 rooms, 1,000 senders x 1 msg/s
@@ -146,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Proto, "proto", "chat", "chat (nbchat JSON protocol) or raw (any broadcast-everything server, see above)")
 	fs.BoolVar(&c.IDs, "ids", false, "send each room message with an id, as the chat page does: the server acknowledges it, drops a resend, and in a cluster sends it on to a new owner after a failover")
 	fs.StringVar(&c.Scenario, "scenario", "rooms", "idle, rooms, dm, churn or slow")
-	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, room5k, room5k-max, rooms19k or cluster50k (sets several flags)")
+	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, handshake19k, room5k, room5k-max, rooms19k or cluster50k (sets several flags)")
 	fs.IntVar(&c.Conns, "conns", 2000, "client connections (N)")
 	fs.IntVar(&c.Rooms, "rooms", 20, "rooms (R); clients join room id%R")
 	fs.IntVar(&c.Senders, "senders", 20, "senders (S): clients 0..S-1 send")
