@@ -144,7 +144,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.queue, c.queued = nil, 0 // an idle connection keeps no queue
 	}
 	c.qmu.Unlock()
-	*bp = buf // keep what the queued replies grew it to
+	if cap(buf) <= maxKeptUpgradeBuffer {
+		*bp = buf // keep what the queued replies grew it to
+	}
 	c.unsent.Add(int64(len(buf)))
 	// Write copies what the kernel does not take at once, so buf is free
 	// again when it returns.
@@ -311,6 +313,10 @@ func validKey(key string) bool {
 
 // upgradeBufs holds the buffers the 101 and first replies are built in.
 var upgradeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxKeptUpgradeBuffer bounds the buffer upgradeBufs keeps: a join that
+// replays a long history grows it far past a usual handshake.
+const maxKeptUpgradeBuffer = 16 << 10
 
 // appendAcceptKey appends the Sec-WebSocket-Accept value for key, which
 // validKey has checked is 24 bytes long.
