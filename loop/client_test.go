@@ -313,3 +313,6 @@ func startServer(t testing.TB, cfg Config) *Server {
 	})
 	return s
 }
+
+// acceptKey is the Sec-WebSocket-Accept value a server must send for key.
+func acceptKey(key string) string { return string(appendAcceptKey(nil, key)) }

@@ -32,22 +32,14 @@ func (q query) lookup(key string) (string, bool) {
 			continue
 		}
 		k, v, _ := strings.Cut(pair, "=")
-		k, ok := unescape(k)
-		if !ok || k != key {
+		// QueryUnescape returns plain text as it is, without allocating.
+		k, err := url.QueryUnescape(k)
+		if err != nil || k != key {
 			continue
 		}
-		if v, ok = unescape(v); ok {
+		if v, err = url.QueryUnescape(v); err == nil {
 			return v, true
 		}
 	}
 	return "", false
-}
-
-// unescape is url.QueryUnescape without its allocation for plain text.
-func unescape(s string) (string, bool) {
-	if !strings.ContainsAny(s, "%+") {
-		return s, true
-	}
-	u, err := url.QueryUnescape(s)
-	return u, err == nil
 }

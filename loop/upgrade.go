@@ -327,5 +327,3 @@ func appendAcceptKey(dst []byte, key string) []byte {
 	sum := sha1.Sum(in[:n]) //nolint:gosec // see import
 	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
-
-func acceptKey(key string) string { return string(appendAcceptKey(nil, key)) }
