@@ -123,7 +123,10 @@ healthy() {
 
 go build -o bin/nbchat .
 go build -o bin/nats-server github.com/nats-io/nats-server/v2
-if ! bin/nbchat -h 2>&1 | grep -q -- '-nats'; then
+# Read the whole usage before matching: with pipefail, grep -q leaving early
+# would kill the server with SIGPIPE now and then and fail the check.
+usage="$(bin/nbchat -h 2>&1 || true)"
+if [[ "$usage" != *-nats* ]]; then
 	say "bin/nbchat has no -nats flag: this server cannot run as a cluster"
 	exit 2
 fi
