@@ -24,6 +24,7 @@ type metrics struct {
 	closes      *prometheus.CounterVec
 	handshakes  *prometheus.CounterVec
 	rateLimited prometheus.Counter
+	acceptFails prometheus.Counter
 	fanout      prometheus.Histogram
 
 	// errorCounters caches one child per error code, so counting an error
@@ -50,12 +51,15 @@ func newMetrics(conns func() int, hub func() room.Stats) *metrics {
 	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: ns, Name: "rate_limited_total", Help: "Messages refused by the per-connection rate limit.",
 	})
+	m.acceptFails = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "accept_errors_total", Help: "Failed accepts (out of file descriptors, mostly); each one backs the listener off.",
+	})
 	m.fanout = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: ns, Name: "broadcast_fanout_seconds",
 		Help:    "Time to encode and queue one room broadcast to every member.",
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
 	})
-	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.fanout,
+	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.acceptFails, m.fanout,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Name: "connections", Help: "Open WebSocket connections.",
 		}, func() float64 { return float64(conns()) }),

@@ -101,14 +101,34 @@ type Config struct {
 // accepts in flight (nbio briefly holds two per accept) and files.
 const FDHeadroom = 100
 
+// fileLimit is the process's soft limit on open files, 0 if unknown.
+func fileLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0
+	}
+	return int(lim.Cur)
+}
+
+// maxLoad is how many TCP connections nbio keeps at once (past it, it closes
+// new ones as soon as they are accepted): WebSocket connections plus room
+// for upgrades and page requests in flight, but never so many that accepts
+// and files run out of descriptors.
+func maxLoad(maxConns, fileLimit int) int {
+	n := maxConns + FDHeadroom
+	if fileLimit > FDHeadroom {
+		n = min(n, fileLimit-FDHeadroom/2)
+	}
+	return n
+}
+
 func (c *Config) setDefaults() error {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
 	}
 	if c.MaxConns == 0 {
-		var lim syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur > FDHeadroom*2 {
-			c.MaxConns = int(lim.Cur) - FDHeadroom
+		if lim := fileLimit(); lim > FDHeadroom*2 {
+			c.MaxConns = lim - FDHeadroom
 		} else {
 			c.MaxConns = 1000
 		}
@@ -221,14 +241,18 @@ func New(cfg Config) (*Server, error) {
 		// A backstop: our own MaxPending check closes slow consumers first,
 		// with a close frame.
 		MaxWriteBufferSize: cfg.MaxPending * 2,
-		MaxLoad:            cfg.MaxConns + FDHeadroom,
+		MaxLoad:            maxLoad(cfg.MaxConns, fileLimit()),
 		ReadLimit:          1 << 20,
 		SupportServerOnly:  true,
 		// No TCP keepalive (Go's default for accepted sockets): the
 		// janitor's pings find dead peers, and it saves four setsockopt
 		// calls per connection.
 		Listen: func(network, addr string) (net.Listener, error) {
-			return (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), network, addr)
+			ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return backoffListener{Listener: ln, s: s}, nil
 		},
 	}
 	if cfg.TLSCertFile != "" {
@@ -267,6 +291,10 @@ func (s *Server) Start() error {
 	s.wg.Add(1)
 	go s.janitor()
 	s.log.Info("listening", "addr", s.Addr(), "max_conns", s.cfg.MaxConns)
+	if lim := fileLimit(); lim > 0 && s.cfg.MaxConns > lim-FDHeadroom {
+		s.log.Warn("max_conns is past what the open-file limit allows; connections past it are refused at accept",
+			"max_conns", s.cfg.MaxConns, "file_limit", lim, "max_tcp_conns", maxLoad(s.cfg.MaxConns, lim))
+	}
 	return nil
 }
 
