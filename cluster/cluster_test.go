@@ -364,10 +364,34 @@ func TestRecoverOnAnotherNode(t *testing.T) {
 func (m msg) m(k string) any { return m[k] }
 
 func TestNodeKilledMidChat(t *testing.T) {
+	// Nodes notice a death on their heartbeat ticks, which follow their
+	// start times; the node started soonest after the dead one notices
+	// first. Either survivor may learn first that n1 owns the room now.
+	for _, tc := range []struct {
+		name  string
+		order []string
+	}{
+		{"new owner notices first", []string{"n3", "n1", "n2"}},
+		{"mirror notices first", []string{"n3", "n2", "n1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testNodeKilledMidChat(t, tc.order) })
+	}
+}
+
+func testNodeKilledMidChat(t *testing.T, order []string) {
 	_, url := startNATS(t, 0)
-	nodes := startNodes(t, url, 3)
-	// The room's owner is the node that dies, the worst case.
-	room := roomOwnedBy(t, nodes[0], "n3")
+	started := map[string]*testNode{}
+	for i, name := range order {
+		time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+		started[name] = startNode(t, url, name)
+	}
+	nodes := []*testNode{started["n1"], started["n2"], started["n3"]}
+	waitView(t, nodes, 3)
+	// The room's owner is the node that dies, the worst case; alice's node
+	// takes it over.
+	room := findName(t, "room", func(r string) bool {
+		return ownerAmong('r', r, "n1", "n2", "n3") == "n3" && ownerAmong('r', r, "n1", "n2") == "n1"
+	})
 	alice := connect(t, nodes[0].addr, "alice")
 	bob := connect(t, nodes[1].addr, "bob")
 	carol := connect(t, nodes[2].addr, "carol")

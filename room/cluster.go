@@ -409,9 +409,12 @@ func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 	oldOwner := r.owner
 	r.owner = claimant
 	r.claimed = false
-	if oldOwner != "" && oldOwner != claimant && (failover || !h.cfg.Cluster.Alive(oldOwner)) {
+	if oldOwner != "" && (failover || (oldOwner != claimant && !h.cfg.Cluster.Alive(oldOwner))) {
 		// The dead owner never showed what it did not acknowledge (it
-		// sends a message before its ack): the new owner numbers it.
+		// sends a message before its ack): the new owner numbers it. Also
+		// when this node already sent it to the claimant, having noticed
+		// the death first: the claimant, not knowing yet, passed it on to
+		// the dead owner. The claimant drops what it has by id.
 		for i := range r.inflight {
 			_ = h.cfg.Cluster.Send(claimant, &r.inflight[i])
 		}
