@@ -52,6 +52,7 @@ fuzz: ## run each fuzz target for $(FUZZTIME)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzServerInbound$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./loop
+	$(GO) test -run '^$$' -fuzz '^FuzzUpgradeHead$$' -fuzztime $(FUZZTIME) ./loop
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./cluster

@@ -71,14 +71,13 @@ func IssueToken(secret []byte, sub string, ttl time.Duration, rooms []string) (s
 var errForbidden = &protocol.Error{Code: protocol.CodeForbidden, Message: "your token does not allow that room"}
 
 // authenticate checks the upgrade request's token and returns the name it
-// grants and the rooms it is limited to (nil: any). On failure it has
-// refused the request: 401 for a missing or bad token, 400 for a name that
-// is not the token's, 403 for a ?room= outside the token's rooms.
-func (s *Server) authenticate(w http.ResponseWriter, q query) (name string, rooms []string, ok bool) {
+// grants and the rooms it is limited to (nil: any), or why it refuses:
+// 401 for a missing or bad token, 400 for a name that is not the token's,
+// 403 for a ?room= outside the token's rooms.
+func (s *Server) authenticate(q query) (name string, rooms []string, no refusal) {
 	tok := q.Get("token")
 	if tok == "" || len(tok) > maxToken {
-		s.refuseAuth(w, "missing token")
-		return "", nil, false
+		return "", nil, unauthorized("missing token")
 	}
 	var claims TokenClaims
 	_, err := tokenParser.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) {
@@ -86,27 +85,22 @@ func (s *Server) authenticate(w http.ResponseWriter, q query) (name string, room
 	})
 	if err != nil {
 		s.log.Debug("token refused", "err", err)
-		s.refuseAuth(w, "invalid or expired token")
-		return "", nil, false
+		return "", nil, unauthorized("invalid or expired token")
 	}
 	if !protocol.ValidName(claims.Subject) {
-		s.refuseAuth(w, "token subject is not a valid name")
-		return "", nil, false
+		return "", nil, unauthorized("token subject is not a valid name")
 	}
 	if q.Has("name") && q.Get("name") != claims.Subject {
-		s.refuse(w, http.StatusBadRequest, "name does not match the token")
-		return "", nil, false
+		return "", nil, refusal{status: http.StatusBadRequest, msg: "name does not match the token"}
 	}
 	if claims.Rooms != nil && q.Has("room") && !roomAllowed(claims.Rooms, []byte(q.Get("room"))) {
-		s.refuse(w, http.StatusForbidden, "your token does not allow that room")
-		return "", nil, false
+		return "", nil, refusal{status: http.StatusForbidden, msg: "your token does not allow that room"}
 	}
-	return claims.Subject, claims.Rooms, true
+	return claims.Subject, claims.Rooms, refusal{}
 }
 
-func (s *Server) refuseAuth(w http.ResponseWriter, msg string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="nbchat"`)
-	s.refuse(w, http.StatusUnauthorized, msg)
+func unauthorized(msg string) refusal {
+	return refusal{status: http.StatusUnauthorized, msg: msg, header: "WWW-Authenticate", value: `Bearer realm="nbchat"`}
 }
 
 // roomAllowed reports whether name is in allowed. Tokens list few rooms,

@@ -124,9 +124,7 @@ func TestOffersDeflate(t *testing.T) {
 		{"permessage-deflate; unknown_param", false},
 		{"x-webkit-deflate-frame", false},
 	} {
-		h := http.Header{}
-		h.Set("Sec-WebSocket-Extensions", tc.offer)
-		if got := offersDeflate(h); got != tc.want {
+		if got := offersDeflate([]string{tc.offer}); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.offer, got, tc.want)
 		}
 	}

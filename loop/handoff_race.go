@@ -18,8 +18,7 @@ var handoff [1024]atomic.Uint32
 
 func watchHandoff(e *nbhttp.Engine) {
 	e.Engine.OnOpen(func(c *nbio.Conn) { handoff[c.Hash()%len(handoff)].Add(1) })
-	e.Engine.OnData(func(c *nbio.Conn, data []byte) {
-		handoff[c.Hash()%len(handoff)].Load()
-		c.DataHandler()(c, data)
-	})
 }
+
+// handoffSeen is called before a connection's data is handled.
+func handoffSeen(c *nbio.Conn) { handoff[c.Hash()%len(handoff)].Load() }

@@ -2,7 +2,7 @@ package loop
 
 import (
 	"hash/maphash"
-	"net/http"
+
 	"net/netip"
 	"sync"
 )
@@ -68,15 +68,12 @@ func (l *ipConns) count(ip netip.Addr) int {
 	return sh.n[ip]
 }
 
-// limitedIP returns the address r's connection is counted under, or the
-// zero Addr when the per-IP limit is off. The socket's peer is used, not
+// addrOf returns the address of a host:port peer, the one its connections
+// are counted under with -max-conns-per-ip. The socket's peer is used, not
 // X-Forwarded-For, which any client can set; behind a proxy every client
 // shares the proxy's address, so leave the limit off there.
-func (s *Server) limitedIP(r *http.Request) netip.Addr {
-	if s.cfg.MaxConnsPerIP <= 0 {
-		return netip.Addr{}
-	}
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+func addrOf(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		return netip.Addr{}
 	}

@@ -177,14 +177,10 @@ func (p *reuseProbe) close() {
 	_ = syscall.Close(p.peer)
 }
 
-// guardReuse is nbhttp's OnOpen hook; it runs on the accepting goroutine
+// guardReuse, from onOpen, runs on the accepting goroutine
 // before the connection is registered with its poller.
-func (s *Server) guardReuse(c net.Conn) {
-	g := s.reuse.Load()
-	if g == nil {
-		return
-	}
-	if nbc, ok := c.(*nbio.Conn); ok {
+func (s *Server) guardReuse(nbc *nbio.Conn) {
+	if g := s.reuse.Load(); g != nil {
 		g.wait(nbc.Hash())
 	}
 }

@@ -195,6 +195,11 @@ type Server struct {
 	// shutting is set once Shutdown starts: upgrades get 503.
 	shutting atomic.Bool
 
+	// first marks connections not read from yet, for fastUpgrade; nil
+	// where it is not used. fastUpgrades counts the upgrades it took.
+	first        *firstReads
+	fastUpgrades atomic.Uint64
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -263,7 +268,11 @@ func New(cfg Config) (*Server, error) {
 		engineCfg.Addrs, engineCfg.AddrsTLS = nil, engineCfg.Addrs
 	}
 	s.engine = nbhttp.NewEngine(engineCfg)
-	s.engine.OnOpen(s.guardReuse)
+	s.engine.OnOpen(s.onOpen)
+	if engineCfg.TLSConfig == nil && cfg.Room.Cluster == nil {
+		s.first = newFirstReads(max(fileLimit(), cfg.MaxConns+FDHeadroom))
+	}
+	s.engine.Engine.OnData(s.onData)
 	watchHandoff(s.engine)
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*conn); ok {

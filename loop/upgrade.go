@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -28,6 +29,9 @@ const retryAfter = "5"
 
 // serveWS upgrades a request to a WebSocket connection, after checking
 // everything that can refuse it with an HTTP status rather than a close.
+// Most upgrades never get here: fastUpgrade takes them straight off the
+// socket, and leaves to nbhttp and this handler the ones it would refuse
+// or does not read as plain.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// A refused upgrade closes the socket once the answer is written, so
 	// refused clients (a flood past -max-conns, say) cannot hold file
@@ -36,42 +40,78 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	r.Close = true
 	status, msg := s.checkHandshake(w, r)
 	if status != 0 {
-		s.refuse(w, status, msg)
+		s.refuse(w, refusal{status: status, msg: msg})
 		return
 	}
-	q := query(r.URL.RawQuery)
+	var ip netip.Addr
+	if s.cfg.MaxConnsPerIP > 0 {
+		ip = addrOf(r.RemoteAddr)
+	}
+	deflate := s.cfg.Compress && offersDeflate(r.Header.Values("Sec-WebSocket-Extensions"))
+	a, no := s.admit(query(r.URL.RawQuery), ip, deflate)
+	if no.status != 0 {
+		s.refuse(w, no)
+		return
+	}
+	nbc, hc, err := takeOver(w)
+	if err != nil {
+		s.perIP.release(ip)
+		s.hub.Unregister(a.user, a.c)
+		s.refuse(w, refusal{status: http.StatusInternalServerError, msg: "upgrade failed"})
+		return
+	}
+	s.open(a, nbc, hc, r.Header.Get("Sec-WebSocket-Key"))
+}
+
+// refusal is an upgrade turned away: the status, the message for the body
+// and, when the status calls for one, a header to send with them.
+type refusal struct {
+	status        int
+	msg           string
+	header, value string
+}
+
+// retryLater is a refusal for load, which a client may retry after
+// Retry-After seconds.
+func retryLater(status int, msg string) refusal {
+	return refusal{status: status, msg: msg, header: "Retry-After", value: retryAfter}
+}
+
+// admitted is an upgrade that passed admit: its connection, registered
+// under its name, and what to do once it is open.
+type admitted struct {
+	c        *conn
+	user     *room.User
+	roomName string
+	dmSince  int64
+}
+
+// admit applies the query's parameters, the token and the limits to an
+// upgrade whose headers are valid, and registers the name. It changes
+// nothing when it refuses.
+func (s *Server) admit(q query, ip netip.Addr, deflate bool) (admitted, refusal) {
 	name, roomName := q.Get("name"), q.Get("room")
 	dmSince := parseSince(q)
 	var allowedRooms []string
 	if len(s.cfg.AuthSecret) > 0 {
-		var ok bool
-		if name, allowedRooms, ok = s.authenticate(w, q); !ok {
-			return
+		var no refusal
+		if name, allowedRooms, no = s.authenticate(q); no.status != 0 {
+			return admitted{}, no
 		}
 	}
-	ip := s.limitedIP(r)
 	switch {
 	case !protocol.ValidName(name):
-		s.refuse(w, http.StatusBadRequest, "name must be 1-32 letters, digits, '_', '-' or '.'")
-		return
+		return admitted{}, refusal{status: http.StatusBadRequest, msg: "name must be 1-32 letters, digits, '_', '-' or '.'"}
 	case q.Has("room") && !protocol.ValidName(roomName):
-		s.refuse(w, http.StatusBadRequest, "room must be 1-32 letters, digits, '_', '-' or '.'")
-		return
+		return admitted{}, refusal{status: http.StatusBadRequest, msg: "room must be 1-32 letters, digits, '_', '-' or '.'"}
 	case dmSince < -1:
-		s.refuse(w, http.StatusBadRequest, "dm_since must be a non-negative integer")
-		return
+		return admitted{}, refusal{status: http.StatusBadRequest, msg: "dm_since must be a non-negative integer"}
 	case s.shutting.Load():
-		w.Header().Set("Retry-After", retryAfter)
-		s.refuse(w, http.StatusServiceUnavailable, "server shutting down")
-		return
+		return admitted{}, retryLater(http.StatusServiceUnavailable, "server shutting down")
 	case s.conns.count.Load() >= int64(s.cfg.MaxConns):
-		w.Header().Set("Retry-After", retryAfter)
-		s.refuse(w, http.StatusServiceUnavailable, "server full")
-		return
+		return admitted{}, retryLater(http.StatusServiceUnavailable, "server full")
 	case !s.perIP.acquire(ip, s.cfg.MaxConnsPerIP):
-		w.Header().Set("Retry-After", retryAfter)
-		s.refuse(w, http.StatusTooManyRequests, "too many connections from your address")
-		return
+		return admitted{}, retryLater(http.StatusTooManyRequests, "too many connections from your address")
 	}
 
 	c := &conn{srv: s, fl: s.pickFlusher(), ip: ip, dirty: true}
@@ -80,30 +120,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.allowed = &rooms
 	}
 	c.dec.maxMessage = s.cfg.MaxMessage
-	if s.cfg.Compress && offersDeflate(r.Header) {
+	if deflate {
 		c.deflate, c.dec.allowRSV1 = true, true
 	}
 	user, err := s.hub.Connect(name, c, dmSince)
 	if err != nil {
 		s.perIP.release(ip)
 		if errors.Is(err, room.ErrNameTaken) {
-			s.refuse(w, http.StatusConflict, "name taken")
-		} else {
-			w.Header().Set("Retry-After", retryAfter)
-			s.refuse(w, http.StatusServiceUnavailable, "cluster unavailable")
+			return admitted{}, refusal{status: http.StatusConflict, msg: "name taken"}
 		}
-		return
+		return admitted{}, retryLater(http.StatusServiceUnavailable, "cluster unavailable")
 	}
 	c.user = user
-	var nbc *nbio.Conn
-	var hc net.Conn
-	nbc, hc, err = takeOver(w)
-	if err != nil {
-		s.perIP.release(ip)
-		s.hub.Unregister(user, c)
-		s.refuse(w, http.StatusInternalServerError, "upgrade failed")
-		return
-	}
+	return admitted{c: c, user: user, roomName: roomName, dmSince: dmSince}, refusal{}
+}
+
+// open finishes an admitted upgrade on its socket: nbc is the socket, hc
+// what to write through (see takeOver), key the client's
+// Sec-WebSocket-Key. The 101, the welcome and the joined reply leave in
+// one write.
+func (s *Server) open(a admitted, nbc *nbio.Conn, hc net.Conn, key string) {
+	c, user := a.c, a.user
 	c.nbc, c.hc = nbc, hc
 	c.upgraded = s.tick.Load()
 	c.lastRead.Store(c.upgraded)
@@ -118,17 +155,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// welcome and the joined reply queue up and leave in the same write as
 	// the 101, one system call per handshake instead of two.
 	_ = nbc.SetReadDeadline(time.Time{})
-	if err := user.Attach(c, dmSince); err != nil {
+	if err := user.Attach(c, a.dmSince); err != nil {
 		c.replyError(nil, err)
 	}
-	if roomName != "" {
-		c.join([]byte(roomName), nil, -1)
+	if a.roomName != "" {
+		c.join([]byte(a.roomName), nil, -1)
 	}
 	bp := upgradeBufs.Get().(*[]byte)
 	defer upgradeBufs.Put(bp)
 	buf := (*bp)[:0]
 	buf = append(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	buf = appendAcceptKey(buf, r.Header.Get("Sec-WebSocket-Key"))
+	buf = appendAcceptKey(buf, key)
 	buf = append(buf, "\r\n"...)
 	if c.deflate {
 		buf = append(buf, "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"...)
@@ -193,30 +230,33 @@ func (s *Server) checkHandshake(w http.ResponseWriter, r *http.Request) (int, st
 		return http.StatusUpgradeRequired, "unsupported WebSocket version; use 13"
 	case !validKey(r.Header.Get("Sec-WebSocket-Key")):
 		return http.StatusBadRequest, "bad Sec-WebSocket-Key"
-	case !s.originAllowed(r):
+	case !s.originAllowed(r.Header.Get("Origin"), r.Host):
 		return http.StatusForbidden, "origin not allowed"
 	}
 	return 0, ""
 }
 
-func (s *Server) refuse(w http.ResponseWriter, status int, msg string) {
-	s.m.handshakes.WithLabelValues(strconv.Itoa(status)).Inc()
+func (s *Server) refuse(w http.ResponseWriter, no refusal) {
+	s.m.handshakes.WithLabelValues(strconv.Itoa(no.status)).Inc()
+	if no.header != "" {
+		w.Header().Set(no.header, no.value)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Connection", "close")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(msg + "\n"))
+	w.WriteHeader(no.status)
+	_, _ = w.Write([]byte(no.msg + "\n"))
 }
 
-// originAllowed applies the Origin allowlist. Browsers always send Origin;
-// a request without one comes from another kind of client and is allowed.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
+// originAllowed applies the Origin allowlist to a request for host.
+// Browsers always send Origin; a request without one comes from another
+// kind of client and is allowed.
+func (s *Server) originAllowed(origin, host string) bool {
 	if origin == "" {
 		return true
 	}
 	if len(s.cfg.AllowedOrigins) == 0 {
 		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
+		return err == nil && strings.EqualFold(u.Host, host)
 	}
 	for _, o := range s.cfg.AllowedOrigins {
 		if o == "*" || strings.EqualFold(o, origin) {
@@ -260,12 +300,13 @@ func takeOver(w http.ResponseWriter) (*nbio.Conn, net.Conn, error) {
 	return nil, nil, http.ErrNotSupported
 }
 
-// offersDeflate reports whether the client offers permessage-deflate with
-// parameters we can accept (RFC 7692): we compress each message on its
-// own with a full window, and ask the client to do the same, so an offer
-// that limits our window below 15 bits is declined.
-func offersDeflate(h http.Header) bool {
-	for _, v := range h.Values("Sec-WebSocket-Extensions") {
+// offersDeflate reports whether the client offers permessage-deflate, in
+// its Sec-WebSocket-Extensions values, with parameters we can accept (RFC
+// 7692): we compress each message on its own with a full window, and ask
+// the client to do the same, so an offer that limits our window below 15
+// bits is declined.
+func offersDeflate(extensions []string) bool {
+	for _, v := range extensions {
 		for offer := range strings.SplitSeq(v, ",") {
 			params := strings.Split(offer, ";")
 			if strings.TrimSpace(params[0]) != "permessage-deflate" {
@@ -292,10 +333,19 @@ func offersDeflate(h http.Header) bool {
 
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+		if hasToken(v, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasToken reports whether the comma-separated list v holds token, in any
+// case.
+func hasToken(v, token string) bool {
+	for t := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
 		}
 	}
 	return false

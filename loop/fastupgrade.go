@@ -1,0 +1,246 @@
+package loop
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync/atomic"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+)
+
+// onOpen is nbhttp's OnOpen hook, called for each accepted connection
+// before its poller reads it.
+func (s *Server) onOpen(c net.Conn) {
+	nbc, ok := c.(*nbio.Conn)
+	if !ok {
+		return // over TLS: neither applies
+	}
+	if s.first != nil {
+		s.first.mark(nbc.Hash())
+	}
+	s.guardReuse(nbc)
+}
+
+// onData is nbio's data handler: where fastUpgrade is used, it may take a
+// connection's first read; the rest goes to the connection's own handler
+// (nbhttp's parser, then the WebSocket conn's Parse).
+func (s *Server) onData(nbc *nbio.Conn, data []byte) {
+	handoffSeen(nbc)
+	if s.first != nil && s.first.take(nbc.Hash()) && s.tryFastUpgrade(nbc, data) {
+		return
+	}
+	nbc.DataHandler()(nbc, data)
+}
+
+// tryFastUpgrade is fastUpgrade on the poller, which no panic may stop: a
+// panic closes this connection alone.
+func (s *Server) tryFastUpgrade(nbc *nbio.Conn, data []byte) (took bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic upgrading a connection; closing it", "panic", v, "stack", string(debug.Stack()))
+			_ = nbc.Close()
+			took = true
+		}
+	}()
+	return s.fastUpgrade(nbc, data)
+}
+
+// fastUpgrade upgrades a connection straight from its first read when
+// that read is one plain, complete upgrade request that the server will
+// accept. It saves what nbhttp spends on an upgrade (an http.Request with
+// its header map, a response, a hop to another goroutine): about half of
+// a handshake's allocations. Everything else, and every request it would
+// refuse, goes on to nbhttp and serveWS, which answer as before; it
+// reports whether it took the connection.
+//
+// It runs on the poller, so it is used only where admitting cannot block:
+// not in a cluster, where a name is registered over the network.
+func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
+	p, ok := nbc.Session().(*nbhttp.Parser)
+	if !ok {
+		return false
+	}
+	hc, ok := p.Conn.(*nbhttp.Conn)
+	if !ok {
+		return false
+	}
+	var h upgradeHead
+	if !h.parse(data) || !h.valid() || !s.originAllowed(string(h.origin), string(h.host)) {
+		return false
+	}
+	var ip netip.Addr
+	if s.cfg.MaxConnsPerIP > 0 {
+		if ta, ok := nbc.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
+		}
+	}
+	deflate := s.cfg.Compress && h.extensions != nil && offersDeflate([]string{string(h.extensions)})
+	a, no := s.admit(query(h.query), ip, deflate)
+	if no.status != 0 {
+		return false
+	}
+	hc.Parser = nil // as takeOver does: nbhttp no longer parses this socket
+	s.fastUpgrades.Add(1)
+	s.open(a, nbc, nbc, string(h.key))
+	return true
+}
+
+// upgradeHead is what fastUpgrade reads of a request. The byte slices point
+// into the read buffer, valid only while the read is handled.
+type upgradeHead struct {
+	query                                   []byte
+	host, connection, upgrade, version, key []byte
+	origin, extensions                      []byte
+}
+
+// parse reads a GET of /ws over HTTP/1.1 that is exactly data, headers
+// and all. Anything it does not read as plain (another target or method,
+// a body, a header given twice, folded lines, bytes after the head) makes
+// it report false, and nbhttp reads the request instead.
+func (h *upgradeHead) parse(data []byte) bool {
+	head, ok := bytes.CutSuffix(data, []byte("\r\n\r\n"))
+	if !ok {
+		return false
+	}
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	target, ok := bytes.CutPrefix(line, []byte("GET "))
+	if !ok {
+		return false
+	}
+	if target, ok = bytes.CutSuffix(target, []byte(" HTTP/1.1")); !ok || !plainTarget(target) {
+		return false
+	}
+	path, query, _ := bytes.Cut(target, []byte("?"))
+	if string(path) != "/ws" {
+		return false
+	}
+	h.query = query
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !isToken(name) {
+			return false
+		}
+		if value = bytes.Trim(value, " \t"); value == nil {
+			value = []byte{} // empty but present: a second one is a duplicate
+		}
+		if !plainValue(value) {
+			return false
+		}
+		var field *[]byte
+		switch {
+		case equalFold(name, "host"):
+			field = &h.host
+		case equalFold(name, "connection"):
+			field = &h.connection
+		case equalFold(name, "upgrade"):
+			field = &h.upgrade
+		case equalFold(name, "sec-websocket-version"):
+			field = &h.version
+		case equalFold(name, "sec-websocket-key"):
+			field = &h.key
+		case equalFold(name, "origin"):
+			field = &h.origin
+		case equalFold(name, "sec-websocket-extensions"):
+			field = &h.extensions
+		case equalFold(name, "content-length"), equalFold(name, "transfer-encoding"):
+			return false
+		default:
+			continue
+		}
+		if *field != nil {
+			return false
+		}
+		*field = value
+	}
+	return h.host != nil
+}
+
+// valid reports whether the head is a WebSocket upgrade serveWS's
+// checkHandshake would pass, Origin apart.
+func (h *upgradeHead) valid() bool {
+	return hasToken(string(h.connection), "upgrade") &&
+		hasToken(string(h.upgrade), "websocket") &&
+		string(h.version) == "13" &&
+		validKey(string(h.key))
+}
+
+// plainTarget reports whether a request target is printable ASCII without
+// a fragment.
+func plainTarget(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || c == '#' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// plainValue reports whether a header value has no control characters
+// but tabs.
+func plainValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken reports whether b is an HTTP token (RFC 9110 section 5.6.2), as
+// header names must be.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// equalFold compares a header name with a lower-case name.
+func equalFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// firstReads marks, by file descriptor, the connections whose first read
+// has not come yet: only a first read can be a request nbhttp has not
+// started on.
+type firstReads struct {
+	bits []atomic.Uint64
+}
+
+func newFirstReads(fds int) *firstReads {
+	return &firstReads{bits: make([]atomic.Uint64, (fds+63)/64)}
+}
+
+// mark records that fd's connection is new.
+func (f *firstReads) mark(fd int) {
+	if i := fd / 64; fd >= 0 && i < len(f.bits) {
+		f.bits[i].Or(1 << (fd % 64))
+	}
+}
+
+// take reports whether fd's connection was new and no longer counts it so.
+func (f *firstReads) take(fd int) bool {
+	i := fd / 64
+	if fd < 0 || i >= len(f.bits) {
+		return false
+	}
+	bit := uint64(1) << (fd % 64)
+	return f.bits[i].And(^bit)&bit != 0
+}
