@@ -140,19 +140,20 @@ func TestPlainUpgradesSkipNbhttp(t *testing.T) {
 	b := &testClient{t: t, conn: conn, r: r}
 	b.expect("welcome")
 	b.expect("joined")
-	if n := s.fastUpgrades.Load(); n != 1 {
-		t.Fatalf("fast upgrades = %d, want the byte-by-byte one left to nbhttp", n)
-	}
+	// (Which path took it depends on how the reads fell, so only the
+	// result is checked; TestUpgradeHeadLeavesTheRestToNbhttp checks that
+	// a partial request is left to nbhttp.)
 	a.await("presence")
 	b.send(`{"type":"msg","room":"lobby","text":"hi"}`)
 	if m := a.await("msg"); m.str("text") != "hi" || m.str("from") != "bob" {
 		t.Fatalf("ann got %v", m)
 	}
 	// A refused one is answered by serveWS, as before.
+	before := s.fastUpgrades.Load()
 	if status, _ := handshake(t, s.Addr(), "/ws?name=ann", nil); status != http.StatusConflict {
 		t.Fatalf("taken name: status %d, want 409", status)
 	}
-	if n := s.fastUpgrades.Load(); n != 1 {
-		t.Fatalf("fast upgrades = %d, want the refused one left to nbhttp", n)
+	if n := s.fastUpgrades.Load(); n != before {
+		t.Fatalf("fast upgrades went from %d to %d, want the refused one left to nbhttp", before, n)
 	}
 }
