@@ -343,7 +343,9 @@ func headerHasToken(h http.Header, name, token string) bool {
 // hasToken reports whether the comma-separated list v holds token, in any
 // case.
 func hasToken(v, token string) bool {
-	for t := range strings.SplitSeq(v, ",") {
+	for v != "" {
+		var t string
+		t, v, _ = strings.Cut(v, ",")
 		if strings.EqualFold(strings.TrimSpace(t), token) {
 			return true
 		}
