@@ -43,13 +43,16 @@ type client struct {
 	born     int64 // churn only: creation time, read by the churn loop
 
 	// Receive state, touched only by this connection's poller goroutine.
-	nextSeq  int64 // next expected room seq; -1 before joined
-	nextOwn  int64 // next expected n of our own DMs echoed back
-	nextPeer int64 // next expected n of the partner's DMs
-	pend     []byte
-	frag     []byte
-	fragOp   byte
-	missing  map[int64]struct{} // seqs skipped by a gap, to tell reorder from dup
+	nextSeq int64 // next expected room seq; -1 before joined
+	// The joined reply's seq: the history replayed after it goes up to
+	// there. replayLast is the last replayed seq seen.
+	replayTo, replayLast int64
+	nextOwn              int64 // next expected n of our own DMs echoed back
+	nextPeer             int64 // next expected n of the partner's DMs
+	pend                 []byte
+	frag                 []byte
+	fragOp               byte
+	missing              map[int64]struct{} // seqs skipped by a gap, to tell reorder from dup
 
 	// Send state, touched only by the sending goroutine.
 	sentN int64
@@ -212,6 +215,16 @@ func (c *client) onMessage(p []byte, b *batch) {
 			b.Misrouted++
 			return
 		}
+		if f.hasSeq && f.seq <= c.replayTo {
+			// Room history replayed after joined: in order, once, and
+			// not a delivery of this run's traffic.
+			if f.seq <= c.replayLast {
+				c.dup(f.seq, b)
+			}
+			c.replayLast = f.seq
+			b.Replayed++
+			return
+		}
 		c.checkSeq(f.seq, f.hasSeq, b)
 		c.delivered(f.text, b)
 	case "dm":
@@ -236,9 +249,9 @@ func (c *client) onMessage(p []byte, b *batch) {
 			g.resolve(c, true, "")
 		}
 	case "joined":
-		c.nextSeq = -1
+		c.nextSeq, c.replayTo, c.replayLast = -1, 0, 0
 		if f.hasSeq {
-			c.nextSeq = f.seq + 1
+			c.nextSeq, c.replayTo = f.seq+1, f.seq
 		}
 		g.resolve(c, true, "")
 	case "error":
@@ -290,10 +303,18 @@ func (c *client) checkSeq(seq int64, has bool, b *batch) {
 			b.Gaps-- // it arrived after all, only late
 			b.note("reorder: %s got seq %d after %d", c.name(), seq, c.nextSeq-1)
 		} else {
-			b.Dups++
-			b.note("duplicate: %s got seq %d again", c.name(), seq)
+			c.dup(seq, b)
 		}
 	}
+}
+
+// dup counts a room message that arrived twice.
+func (c *client) dup(seq int64, b *batch) {
+	b.Dups++
+	if c.kind != kindStatic {
+		b.ChurnDups++
+	}
+	b.note("duplicate: %s got seq %d again", c.name(), seq)
 }
 
 // checkN is checkSeq for DMs, whose order comes from the sender's counter n.

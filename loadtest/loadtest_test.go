@@ -336,3 +336,35 @@ func TestPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryReplayAfterJoined: the room history a join replays is neither
+// a delivery nor a duplicate; a message seen twice still is one, and a
+// churn client's duplicate is not taken off the static clients' count.
+func TestHistoryReplayAfterJoined(t *testing.T) {
+	msg := func(seq int) []byte {
+		return []byte(strings.Replace(msgJSON, `"seq":17`, `"seq":`+itoa(seq), 1))
+	}
+	for _, kind := range []uint8{kindStatic, kindChurn} {
+		c := testClient()
+		c.kind = kind
+		c.resolved.Store(true) // the ramp's bookkeeping is not under test
+		var b batch
+		b.sh = &c.g.shards[0]
+		c.onMessage([]byte(`{"type":"joined","room":"ltabc-r3","count":2,"seq":17}`), &b)
+		for _, seq := range []int{15, 16, 17, 18, 19} {
+			c.onMessage(msg(seq), &b)
+		}
+		if b.Replayed != 3 || b.Dups != 0 || b.Gaps != 0 || b.Deliv+b.ChurnDeliv != 2 {
+			t.Fatalf("kind %d: replayed %d, dups %d, gaps %d, deliveries %d+%d; want 3 replayed, 2 deliveries",
+				kind, b.Replayed, b.Dups, b.Gaps, b.Deliv, b.ChurnDeliv)
+		}
+		c.onMessage(msg(16), &b)
+		wantChurn := int64(0)
+		if kind == kindChurn {
+			wantChurn = 1
+		}
+		if b.Dups != 1 || b.ChurnDups != wantChurn {
+			t.Fatalf("kind %d: a replayed seq again: dups %d, churn dups %d", kind, b.Dups, b.ChurnDups)
+		}
+	}
+}

@@ -154,7 +154,9 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	d.Received = d.Deliv
 	r.Churn.Deliveries = d.ChurnDeliv
 	d.Sent, d.LateSkipped, d.Drained = max(d.Sent, o.traffic.Sent), o.traffic.Late, o.drained
-	unique := d.Deliv - d.Dups
+	// Churn clients' deliveries are not in Deliv, nor their duplicates
+	// in what is subtracted (they still fail the run).
+	unique := d.Deliv - (d.Dups - d.ChurnDups)
 	if diff := d.Expected - unique; diff > 0 {
 		d.Lost = diff
 	} else {
@@ -340,7 +342,7 @@ func printSummary(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "connect:    %d/%d joined in %.1fs (%.0f/s); failed %d (%s)\n", c.Joined, c.Attempted, c.RampSec, c.RatePerSec, c.Failed, fmtMap(c.Failures))
 	fmt.Fprintf(w, "  latency:  p50 %s p90 %s p99 %s p99.9 %s max %s\n", ms(c.Latency.P50), ms(c.Latency.P90), ms(c.Latency.P99), ms(c.Latency.P999), ms(c.Latency.Max))
 	fmt.Fprintf(w, "messages:   sent %d, rejected %d; deliveries expected %d, received %d, lost %d, extra %d\n", d.Sent, d.Rejected, d.Expected, d.Received, d.Lost, d.Extra)
-	fmt.Fprintf(w, "  checks:   gaps %d, duplicates %d, reorders %d, misrouted %d, unparsable %d; presence frames %d\n", d.Gaps, d.Dups, d.Reorders, d.Misrouted, d.ProtoErr, d.Presence)
+	fmt.Fprintf(w, "  checks:   gaps %d, duplicates %d, reorders %d, misrouted %d, unparsable %d; presence frames %d, history replayed on join %d\n", d.Gaps, d.Dups, d.Reorders, d.Misrouted, d.ProtoErr, d.Presence, d.Replayed)
 	drained := "n/a"
 	if d.Sent > 0 {
 		drained = fmt.Sprint(d.Drained)

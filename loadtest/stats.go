@@ -49,7 +49,9 @@ type counts struct {
 	NoSeq      int64 `json:"no_seq"`
 	Gaps       int64 `json:"gaps"`
 	Dups       int64 `json:"duplicates"`
+	ChurnDups  int64 `json:"churn_duplicates"` // of Dups, seen by churn clients
 	Reorders   int64 `json:"reorders"`
+	Replayed   int64 `json:"history_replayed"` // history after a joined reply, not deliveries
 }
 
 func (c *counts) add(o *counts) {
@@ -63,7 +65,9 @@ func (c *counts) add(o *counts) {
 	c.NoSeq += o.NoSeq
 	c.Gaps += o.Gaps
 	c.Dups += o.Dups
+	c.ChurnDups += o.ChurnDups
 	c.Reorders += o.Reorders
+	c.Replayed += o.Replayed
 }
 
 // addLatency records one latency (µs), flushing when the batch is full.
