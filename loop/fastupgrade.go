@@ -242,5 +242,10 @@ func (f *firstReads) take(fd int) bool {
 		return false
 	}
 	bit := uint64(1) << (fd % 64)
+	// Most reads are not first reads: a load keeps them from writing the
+	// word, which other pollers' connections share.
+	if f.bits[i].Load()&bit == 0 {
+		return false
+	}
 	return f.bits[i].And(^bit)&bit != 0
 }
