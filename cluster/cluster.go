@@ -58,6 +58,12 @@ type Config struct {
 	DeadAfter time.Duration
 	// Timeout bounds requests that wait for another node. Default 2s.
 	Timeout time.Duration
+	// WriteTimeout bounds a write to NATS. Members' messages are published
+	// from the pollers, and nats.go writes under its connection's lock, so
+	// a link that stopped draining would stall them all; past WriteTimeout
+	// the link is dropped instead and publishes are buffered while it
+	// reconnects. Default 1s.
+	WriteTimeout time.Duration
 	// Logger receives membership changes and errors.
 	Logger *slog.Logger
 }
@@ -123,6 +129,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -144,6 +153,7 @@ func New(cfg Config) (*Node, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectBufSize(64<<20),
+		nats.FlusherTimeout(cfg.WriteTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			n.mu.Lock()
 			n.down = true

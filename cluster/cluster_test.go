@@ -67,12 +67,24 @@ func startNode(t testing.TB, natsURL, name string) *testNode {
 // startNodeWith starts a node, with history on disk if stored.
 func startNodeWith(t testing.TB, natsURL, name string, stored bool) *testNode {
 	t.Helper()
-	node, err := New(Config{URLs: []string{natsURL}, Name: name, Heartbeat: 100 * time.Millisecond,
-		DeadAfter: 700 * time.Millisecond, Timeout: time.Second, Logger: quiet})
+	return startNodeTweaked(t, natsURL, name, stored, nil)
+}
+
+// startNodeTweaked is startNodeWith with tweak, if not nil, applied to the
+// node's and the server's configuration.
+func startNodeTweaked(t testing.TB, natsURL, name string, stored bool, tweak func(*Config, *loop.Config)) *testNode {
+	t.Helper()
+	ncfg := Config{URLs: []string{natsURL}, Name: name, Heartbeat: 100 * time.Millisecond,
+		DeadAfter: 700 * time.Millisecond, Timeout: time.Second, Logger: quiet}
+	cfg := loop.Config{Addr: "127.0.0.1:0", Logger: quiet, RateBurst: -1}
+	if tweak != nil {
+		tweak(&ncfg, &cfg)
+	}
+	node, err := New(ncfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := loop.Config{Addr: "127.0.0.1:0", Logger: quiet, Collectors: node.Collectors(), RateBurst: -1}
+	cfg.Collectors = node.Collectors()
 	cfg.Room.Cluster = node
 	cfg.Room.Logger = quiet
 	// History on disk, as nodes run by default: messages are shown and

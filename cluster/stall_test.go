@@ -1,0 +1,130 @@
+package cluster
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nbchat/loop"
+)
+
+// stallProxy passes TCP between nodes and a NATS server. Frozen, it stops
+// reading what the nodes send, as a link that stopped draining or an
+// overloaded NATS server would.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+	frozen atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newStallProxy(t *testing.T, natsURL string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: strings.TrimPrefix(natsURL, "nats://")}
+	t.Cleanup(p.close)
+	go p.serve()
+	return p
+}
+
+func (p *stallProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *stallProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(c, s) }()
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				if p.frozen.Load() {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				n, err := c.Read(buf)
+				if n > 0 {
+					if _, werr := s.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func (p *stallProxy) close() {
+	p.frozen.Store(false)
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// TestStalledNATSDoesNotStallTheNode: a node whose link to NATS stops
+// draining keeps serving its own rooms; without a bound on NATS writes,
+// the poller publishing into the full link would hold every connection
+// it serves for a minute.
+func TestStalledNATSDoesNotStallTheNode(t *testing.T) {
+	_, url := startNATS(t, 0)
+	px := newStallProxy(t, url)
+	n1 := startNodeTweaked(t, px.url(), "n1", false, func(c *Config, lc *loop.Config) {
+		c.WriteTimeout = 300 * time.Millisecond
+		lc.Pollers = 1 // alice and bob on the same poller
+	})
+	n2 := startNode(t, url, "n2")
+	waitView(t, []*testNode{n1, n2}, 2)
+	remote := findName(t, "room", func(r string) bool { return ownerAmong('r', r, "n1", "n2") == "n2" })
+	local := findName(t, "room", func(r string) bool { return ownerAmong('r', r, "n1", "n2") == "n1" })
+	alice := connect(t, n1.addr, "alice")
+	bob := connect(t, n1.addr, "bob")
+	carol := connect(t, n1.addr, "carol")
+	alice.join(remote)
+	bob.join(local)
+	carol.join(local)
+
+	px.frozen.Store(true)
+	// About 16 MB for n2, more than the link's socket buffers hold.
+	big := strings.Repeat("x", 4000)
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		_ = alice.conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		for i := range 4000 {
+			alice.send(`{"type":"msg","room":%q,"text":"%d %s"}`, remote, i, big)
+		}
+	}()
+	select {
+	case <-flooded:
+	case <-time.After(20 * time.Second):
+		t.Fatal("n1 stopped reading alice's messages")
+	}
+	start := time.Now()
+	bob.send(`{"type":"msg","room":%q,"text":"still here","id":"s1"}`, local)
+	carol.await("msg", func(m msg) bool { return m.str("text") == "still here" })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("a message in a room of n1's own took %v with NATS stalled", d)
+	}
+}
