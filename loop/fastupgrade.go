@@ -56,8 +56,9 @@ func (s *Server) tryFastUpgrade(nbc *nbio.Conn, data []byte) (took bool) {
 // refuse, goes on to nbhttp and serveWS, which answer as before; it
 // reports whether it took the connection.
 //
-// It runs on the poller, so it is used only where admitting cannot block:
-// not in a cluster, where a name is registered over the network.
+// It runs on the poller, so it leaves to nbhttp's handler goroutines the
+// names owned by another node of a cluster, which are registered over
+// NATS.
 func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
 	p, ok := nbc.Session().(*nbhttp.Parser)
 	if !ok {
@@ -78,12 +79,12 @@ func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
 		}
 	}
 	deflate := s.cfg.Compress && h.extensions != nil && offersDeflate([]string{string(h.extensions)})
-	a, no := s.admit(query(h.query), ip, deflate)
+	a, no := s.admit(query(h.query), ip, deflate, false)
 	if no.status != 0 {
 		return false
 	}
 	hc.Parser = nil // as takeOver does: nbhttp no longer parses this socket
-	s.fastUpgrades.Add(1)
+	s.m.fastUpgrades.Add(1)
 	s.open(a, nbc, nbc, string(h.key))
 	return true
 }

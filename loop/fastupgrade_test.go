@@ -118,7 +118,7 @@ func FuzzUpgradeHead(f *testing.F) {
 func TestPlainUpgradesSkipNbhttp(t *testing.T) {
 	s := startServer(t, Config{})
 	a := connect(t, s.Addr(), "ann", "lobby")
-	if n := s.fastUpgrades.Load(); n != 1 {
+	if n := s.m.fastUpgrades.Load(); n != 1 {
 		t.Fatalf("fast upgrades = %d after one plain upgrade, want 1", n)
 	}
 	// One byte at a time, the first read is not the whole request: nbhttp
@@ -149,11 +149,11 @@ func TestPlainUpgradesSkipNbhttp(t *testing.T) {
 		t.Fatalf("ann got %v", m)
 	}
 	// A refused one is answered by serveWS, as before.
-	before := s.fastUpgrades.Load()
+	before := s.m.fastUpgrades.Load()
 	if status, _ := handshake(t, s.Addr(), "/ws?name=ann", nil); status != http.StatusConflict {
 		t.Fatalf("taken name: status %d, want 409", status)
 	}
-	if n := s.fastUpgrades.Load(); n != before {
+	if n := s.m.fastUpgrades.Load(); n != before {
 		t.Fatalf("fast upgrades went from %d to %d, want the refused one left to nbhttp", before, n)
 	}
 }

@@ -17,8 +17,9 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	messagesIn atomic.Uint64
-	bytesOut   atomic.Uint64
+	messagesIn   atomic.Uint64
+	bytesOut     atomic.Uint64
+	fastUpgrades atomic.Uint64
 
 	errors      *prometheus.CounterVec
 	closes      *prometheus.CounterVec
@@ -78,6 +79,9 @@ func newMetrics(conns func() int, hub func() room.Stats) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: ns, Name: "bytes_out_total", Help: "Bytes handed to sockets for WebSocket connections.",
 		}, func() float64 { return float64(m.bytesOut.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Name: "upgrades_fast_total", Help: "WebSocket upgrades read and accepted on the poller, without nbhttp; the others of handshakes_total{status=\"101\"} went through nbhttp.",
+		}, func() float64 { return float64(m.fastUpgrades.Load()) }),
 	)
 	for _, l := range []string{"slow_consumer", "rate_limit", "idle", "shutdown", "peer", "eof", "error", "protocol_error", "invalid_payload", "too_big", "internal"} {
 		m.closes.WithLabelValues(l)

@@ -196,9 +196,8 @@ type Server struct {
 	shutting atomic.Bool
 
 	// first marks connections not read from yet, for fastUpgrade; nil
-	// where it is not used. fastUpgrades counts the upgrades it took.
-	first        *firstReads
-	fastUpgrades atomic.Uint64
+	// where it is not used.
+	first *firstReads
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -269,7 +268,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.engine = nbhttp.NewEngine(engineCfg)
 	s.engine.OnOpen(s.onOpen)
-	if engineCfg.TLSConfig == nil && cfg.Room.Cluster == nil {
+	if engineCfg.TLSConfig == nil {
 		s.first = newFirstReads(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 	}
 	s.engine.Engine.OnData(s.onData)

@@ -48,7 +48,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ip = addrOf(r.RemoteAddr)
 	}
 	deflate := s.cfg.Compress && offersDeflate(r.Header.Values("Sec-WebSocket-Extensions"))
-	a, no := s.admit(query(r.URL.RawQuery), ip, deflate)
+	a, no := s.admit(query(r.URL.RawQuery), ip, deflate, true)
 	if no.status != 0 {
 		s.refuse(w, no)
 		return
@@ -86,10 +86,15 @@ type admitted struct {
 	dmSince  int64
 }
 
+// notHere is the refusal admit gives, when it may not wait, for a name
+// whose registration would wait for another node; it is never sent.
+var notHere = refusal{status: -1}
+
 // admit applies the query's parameters, the token and the limits to an
 // upgrade whose headers are valid, and registers the name. It changes
-// nothing when it refuses.
-func (s *Server) admit(q query, ip netip.Addr, deflate bool) (admitted, refusal) {
+// nothing when it refuses. Unless mayWait, it refuses with notHere a name
+// owned by another node of the cluster, which is registered over NATS.
+func (s *Server) admit(q query, ip netip.Addr, deflate, mayWait bool) (admitted, refusal) {
 	name, roomName := q.Get("name"), q.Get("room")
 	dmSince := parseSince(q)
 	var allowedRooms []string
@@ -110,6 +115,8 @@ func (s *Server) admit(q query, ip netip.Addr, deflate bool) (admitted, refusal)
 		return admitted{}, retryLater(http.StatusServiceUnavailable, "server shutting down")
 	case s.conns.count.Load() >= int64(s.cfg.MaxConns):
 		return admitted{}, retryLater(http.StatusServiceUnavailable, "server full")
+	case !mayWait && s.cfg.Room.Cluster != nil && s.cfg.Room.Cluster.UserOwner(name) != "":
+		return admitted{}, notHere
 	case !s.perIP.acquire(ip, s.cfg.MaxConnsPerIP):
 		return admitted{}, retryLater(http.StatusTooManyRequests, "too many connections from your address")
 	}

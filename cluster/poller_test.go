@@ -3,6 +3,9 @@ package cluster
 import (
 	"io"
 	"net"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,4 +130,46 @@ func TestStalledNATSDoesNotStallTheNode(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("a message in a room of n1's own took %v with NATS stalled", d)
 	}
+}
+
+// TestUpgradesOnThePollerOnlyForLocalNames: a node upgrades on its poller
+// (without nbhttp) a connection whose name it owns, and leaves to nbhttp's
+// handler goroutines one whose name another node owns, since registering
+// that name waits for NATS.
+func TestUpgradesOnThePollerOnlyForLocalNames(t *testing.T) {
+	_, url := startNATS(t, 0)
+	nodes := startNodes(t, url, 2)
+	local := findName(t, "ann", func(u string) bool { return ownerAmong('u', u, "n1", "n2") == "n1" })
+	remote := findName(t, "bob", func(u string) bool { return ownerAmong('u', u, "n1", "n2") == "n2" })
+	fast := func() float64 {
+		t.Helper()
+		res, err := http.Get("http://" + nodes[0].addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		m := regexp.MustCompile(`(?m)^nbchat_upgrades_fast_total (\S+)$`).FindSubmatch(b)
+		if m == nil {
+			t.Fatal("no nbchat_upgrades_fast_total in /metrics")
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	before := fast()
+	connect(t, nodes[0].addr, local)
+	if got := fast() - before; got != 1 {
+		t.Fatalf("%s, owned here: %v upgrades on the poller, want 1", local, got)
+	}
+	c := connect(t, nodes[0].addr, remote)
+	if got := fast() - before; got != 1 {
+		t.Fatalf("%s, owned by n2: taken on the poller", remote)
+	}
+	// Both names hold cluster-wide.
+	for _, name := range []string{local, remote} {
+		if status, _ := dial(t, nodes[1].addr, "name="+name); status != http.StatusConflict {
+			t.Fatalf("%s again on n2: status %d, want 409", name, status)
+		}
+	}
+	c.close()
 }
