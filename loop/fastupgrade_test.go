@@ -45,8 +45,31 @@ func TestUpgradeHeadReadsPlainRequests(t *testing.T) {
 // TestUpgradeHeadLeavesTheRestToNbhttp lists requests fastUpgrade must
 // not read: nbhttp and serveWS answer them (or refuse them) as before.
 func TestUpgradeHeadLeavesTheRestToNbhttp(t *testing.T) {
+	for name, req := range notPlain() {
+		var h upgradeHead
+		if h.parse([]byte(req)) {
+			t.Errorf("%s: read as a plain upgrade", name)
+		}
+	}
 	replace := func(old, new string) string { return strings.Replace(plainUpgrade, old, new, 1) }
 	for name, req := range map[string]string{
+		"no Connection: Upgrade": replace("Connection: Upgrade", "Connection: close"),
+		"no Upgrade: websocket":  replace("Upgrade: websocket", "Upgrade: h2c"),
+		"version 8":              replace("Version: 13", "Version: 8"),
+		"short key":              replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
+	} {
+		var h upgradeHead
+		if h.parse([]byte(req)) && h.valid() {
+			t.Errorf("%s: taken as valid", name)
+		}
+	}
+}
+
+// notPlain returns requests, by what is unusual in them, that upgradeHead
+// must leave to nbhttp.
+func notPlain() map[string]string {
+	replace := func(old, new string) string { return strings.Replace(plainUpgrade, old, new, 1) }
+	return map[string]string{
 		"partial":            plainUpgrade[:len(plainUpgrade)-2],
 		"bytes after":        plainUpgrade + "\x81\x85",
 		"two requests":       plainUpgrade + plainUpgrade,
@@ -67,22 +90,6 @@ func TestUpgradeHeadLeavesTheRestToNbhttp(t *testing.T) {
 		"bare CR":            replace("User-Agent: test", "User-Agent: te\rst"),
 		"body":               replace("User-Agent", "Content-Length: 0\r\nUser-Agent"),
 		"chunked":            replace("User-Agent", "Transfer-Encoding: chunked\r\nUser-Agent"),
-	} {
-		var h upgradeHead
-		if h.parse([]byte(req)) {
-			t.Errorf("%s: read as a plain upgrade", name)
-		}
-	}
-	for name, req := range map[string]string{
-		"no Connection: Upgrade": replace("Connection: Upgrade", "Connection: close"),
-		"no Upgrade: websocket":  replace("Upgrade: websocket", "Upgrade: h2c"),
-		"version 8":              replace("Version: 13", "Version: 8"),
-		"short key":              replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
-	} {
-		var h upgradeHead
-		if h.parse([]byte(req)) && h.valid() {
-			t.Errorf("%s: taken as valid", name)
-		}
 	}
 }
 
@@ -92,6 +99,9 @@ func FuzzUpgradeHead(f *testing.F) {
 	f.Add([]byte(plainUpgrade))
 	f.Add([]byte("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: a, upgrade\r\n\r\n"))
 	f.Add([]byte("GET /ws?a=%zz HTTP/1.1\r\nHost: h\r\nX: \t y \t\r\n\r\n"))
+	for _, req := range notPlain() {
+		f.Add([]byte(req))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h upgradeHead
 		if !h.parse(data) {
