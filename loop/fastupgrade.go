@@ -75,7 +75,7 @@ func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
 	var ip netip.Addr
 	if s.cfg.MaxConnsPerIP > 0 {
 		if ta, ok := nbc.RemoteAddr().(*net.TCPAddr); ok {
-			ip = ta.AddrPort().Addr().Unmap()
+			ip = limitKey(ta.AddrPort().Addr())
 		}
 	}
 	deflate := s.cfg.Compress && h.extensions != nil && offersDeflate([]string{string(h.extensions)})

@@ -68,8 +68,8 @@ func (l *ipConns) count(ip netip.Addr) int {
 	return sh.n[ip]
 }
 
-// addrOf returns the address of a host:port peer, the one its connections
-// are counted under with -max-conns-per-ip. The socket's peer is used, not
+// addrOf returns the key a host:port peer's connections are counted under
+// with -max-conns-per-ip (see limitKey). The socket's peer is used, not
 // X-Forwarded-For, which any client can set; behind a proxy every client
 // shares the proxy's address, so leave the limit off there.
 func addrOf(remote string) netip.Addr {
@@ -77,5 +77,18 @@ func addrOf(remote string) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	return limitKey(ap.Addr())
+}
+
+// limitKey is what a peer address is counted under: an IPv4 address
+// itself, an IPv6 address its /64, the block one subscriber gets, so that
+// a client cannot pass the limit by picking new addresses in its own
+// network.
+func limitKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }

@@ -459,3 +459,19 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 	t.Fatal("condition not met within 5s")
 }
+
+func TestConnsPerIPCountIPv6By64(t *testing.T) {
+	for _, tc := range []struct{ remote, want string }{
+		{"192.0.2.7:5000", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:5000", "192.0.2.7"},
+		{"[2001:db8:1:2:aaaa::1]:5000", "2001:db8:1:2::"},
+		{"[2001:db8:1:2:bbbb::9]:6000", "2001:db8:1:2::"},
+		{"[2001:db8:1:3::1]:5000", "2001:db8:1:3::"},
+		{"[::1]:5000", "::"},
+		{"not an address", "invalid IP"},
+	} {
+		if got := addrOf(tc.remote).String(); got != tc.want {
+			t.Errorf("addrOf(%q) = %s, want %s", tc.remote, got, tc.want)
+		}
+	}
+}
