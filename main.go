@@ -62,6 +62,7 @@ func run(args []string) error {
 	fs.Float64Var(&cfg.RateLimit, "rate", 50, "messages per second per connection (sustained)")
 	fs.IntVar(&cfg.RateBurst, "burst", 100, "message burst per connection; -1 with -rate 0 turns the limit off")
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "maximum WebSocket connections from one IP address, IPv6 counted per /64 (0: off); past it 429")
+	fs.Float64Var(&cfg.MaxUpgradeRate, "max-upgrade-rate", 0, "maximum WebSocket upgrades a second, in bursts of a second's worth (0: off); past it 503 with Retry-After 1-5 s at random, to spread reconnect storms")
 	fs.StringVar(&secret, "auth-secret", "", "require tokens signed with this secret (HS256, at least 32 bytes; default $"+authSecretEnv+"; see 'nbchat token -h')")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate file (PEM): serve wss:// and https:// (needs -tls-key)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key file (PEM)")

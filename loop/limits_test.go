@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -474,4 +475,46 @@ func TestConnsPerIPCountIPv6By64(t *testing.T) {
 			t.Errorf("addrOf(%q) = %s, want %s", tc.remote, got, tc.want)
 		}
 	}
+}
+
+func TestUpgradeRateGets503WithSpreadRetryAfter(t *testing.T) {
+	// One upgrade per 2 s, no more at once: the second comes too soon.
+	s := startServer(t, Config{MaxUpgradeRate: 0.5})
+	connect(t, s.Addr(), "ann", "")
+	resp, _ := upgradeOn(t, dialFrom(t, "", s.Addr()), s.Addr(), "/ws?name=bob")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second upgrade at once: status %d, want 503", resp.StatusCode)
+	}
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || n < 1 || n > 5 {
+		t.Fatalf("Retry-After %q, want 1-5 seconds", resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestUpgradeRateBurstsAndRefunds(t *testing.T) {
+	u := newUpgradeRate(10) // one per 100 ms, ten at once
+	now := int64(time.Hour)
+	for i := range 10 {
+		if !u.allow(now) {
+			t.Fatalf("upgrade %d of a burst of 10 refused", i+1)
+		}
+	}
+	if u.allow(now) {
+		t.Fatal("an 11th upgrade in the same instant allowed")
+	}
+	later := now + int64(100*time.Millisecond)
+	if !u.allow(later) {
+		t.Fatal("no credit back after one interval")
+	}
+	if u.allow(later) {
+		t.Fatal("two credits back after one interval")
+	}
+	u.refund()
+	if !u.allow(later) {
+		t.Fatal("a refunded credit cannot be used")
+	}
+	var off *upgradeRate
+	if !off.allow(now) {
+		t.Fatal("no limit refuses")
+	}
+	off.refund()
 }

@@ -48,6 +48,10 @@ type Config struct {
 	// upgrades get 429. Default 0: off, since load tests and NATed offices
 	// share addresses.
 	MaxConnsPerIP int
+	// MaxUpgradeRate caps upgrades a second, with bursts of a second's
+	// worth; past it 503 with Retry-After 1-5 s at random, which spreads a
+	// reconnect storm out. Default 0: off.
+	MaxUpgradeRate float64
 	// AuthSecret, when set, requires a token signed with it on every
 	// upgrade (see auth.go); at least MinAuthSecret bytes. Default: none.
 	AuthSecret []byte
@@ -198,6 +202,8 @@ type Server struct {
 	// first marks connections not read from yet, for fastUpgrade; nil
 	// where it is not used.
 	first *firstReads
+	// rate is MaxUpgradeRate's limiter; nil when off.
+	rate *upgradeRate
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -208,7 +214,8 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{}),
+		rate: newUpgradeRate(cfg.MaxUpgradeRate)}
 	var err error
 	onBroadcast := cfg.Room.OnBroadcast
 	cfg.Room.OnBroadcast = func(n int, d time.Duration) {

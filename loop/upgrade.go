@@ -117,7 +117,11 @@ func (s *Server) admit(q query, ip netip.Addr, deflate, mayWait bool) (admitted,
 		return admitted{}, retryLater(http.StatusServiceUnavailable, "server full")
 	case !mayWait && s.cfg.Room.Cluster != nil && s.cfg.Room.Cluster.UserOwner(name) != "":
 		return admitted{}, notHere
+	case !s.rate.allow(time.Now().UnixNano()):
+		return admitted{}, refusal{status: http.StatusServiceUnavailable, msg: "too many connections at once; retry later",
+			header: "Retry-After", value: retryAfterSpread()}
 	case !s.perIP.acquire(ip, s.cfg.MaxConnsPerIP):
+		s.rate.refund() // only upgrades that go through count toward the rate
 		return admitted{}, retryLater(http.StatusTooManyRequests, "too many connections from your address")
 	}
 
@@ -133,6 +137,7 @@ func (s *Server) admit(q query, ip netip.Addr, deflate, mayWait bool) (admitted,
 	user, err := s.hub.Connect(name, c, dmSince)
 	if err != nil {
 		s.perIP.release(ip)
+		s.rate.refund()
 		if errors.Is(err, room.ErrNameTaken) {
 			return admitted{}, refusal{status: http.StatusConflict, msg: "name taken"}
 		}
