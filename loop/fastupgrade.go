@@ -119,6 +119,7 @@ func (h *upgradeHead) parse(data []byte) bool {
 		return false
 	}
 	h.query = query
+	var lower [32]byte
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		name, value, ok := bytes.Cut(line, []byte(":"))
@@ -132,22 +133,22 @@ func (h *upgradeHead) parse(data []byte) bool {
 			return false
 		}
 		var field *[]byte
-		switch {
-		case equalFold(name, "host"):
+		switch string(lowerName(&lower, name)) {
+		case "host":
 			field = &h.host
-		case equalFold(name, "connection"):
+		case "connection":
 			field = &h.connection
-		case equalFold(name, "upgrade"):
+		case "upgrade":
 			field = &h.upgrade
-		case equalFold(name, "sec-websocket-version"):
+		case "sec-websocket-version":
 			field = &h.version
-		case equalFold(name, "sec-websocket-key"):
+		case "sec-websocket-key":
 			field = &h.key
-		case equalFold(name, "origin"):
+		case "origin":
 			field = &h.origin
-		case equalFold(name, "sec-websocket-extensions"):
+		case "sec-websocket-extensions":
 			field = &h.extensions
-		case equalFold(name, "content-length"), equalFold(name, "transfer-encoding"):
+		case "content-length", "transfer-encoding":
 			return false
 		default:
 			continue
@@ -160,13 +161,11 @@ func (h *upgradeHead) parse(data []byte) bool {
 	return h.host != nil
 }
 
-// valid reports whether the head is a WebSocket upgrade serveWS's
-// checkHandshake would pass, Origin apart.
+// valid reports whether the head passes the checks serveWS makes of an
+// upgrade's headers (headersProblem), Origin apart.
 func (h *upgradeHead) valid() bool {
-	return hasToken(string(h.connection), "upgrade") &&
-		hasToken(string(h.upgrade), "websocket") &&
-		string(h.version) == "13" &&
-		validKey(string(h.key))
+	return headersProblem(hasToken(string(h.connection), "upgrade"), hasToken(string(h.upgrade), "websocket"),
+		string(h.version), string(h.key)).status == 0
 }
 
 // plainTarget reports whether a request target is printable ASCII without
@@ -202,20 +201,19 @@ func isToken(b []byte) bool {
 	return len(b) > 0
 }
 
-// equalFold compares a header name with a lower-case name.
-func equalFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
+// lowerName returns name in lower case, in buf; a name longer than buf,
+// which no header fastUpgrade reads has, comes back empty.
+func lowerName(buf *[32]byte, name []byte) []byte {
+	if len(name) > len(buf) {
+		return nil
 	}
-	for i, c := range b {
+	for i, c := range name {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		if c != lower[i] {
-			return false
-		}
+		buf[i] = c
 	}
-	return true
+	return buf[:len(name)]
 }
 
 // firstReads marks, by file descriptor, the connections whose first read

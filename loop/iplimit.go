@@ -2,7 +2,6 @@ package loop
 
 import (
 	"hash/maphash"
-
 	"net/netip"
 	"sync"
 )

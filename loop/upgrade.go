@@ -38,9 +38,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// descriptors; nbhttp closes after responding when the request says so.
 	// An accepted upgrade hijacks the connection and is not affected.
 	r.Close = true
-	status, msg := s.checkHandshake(w, r)
-	if status != 0 {
-		s.refuse(w, refusal{status: status, msg: msg})
+	if no := s.checkHandshake(r); no.status != 0 {
+		s.refuse(w, no)
 		return
 	}
 	var ip netip.Addr
@@ -227,25 +226,36 @@ func parseSince(q query) int64 {
 }
 
 // checkHandshake validates an upgrade request (RFC 6455 section 4.2.1)
-// and its Origin; it returns 0 or the status to refuse it with.
-func (s *Server) checkHandshake(w http.ResponseWriter, r *http.Request) (int, string) {
-	switch {
-	case r.Method != http.MethodGet:
-		w.Header().Set("Allow", http.MethodGet)
-		return http.StatusMethodNotAllowed, "WebSocket upgrades use GET"
-	case !headerHasToken(r.Header, "Connection", "upgrade"):
-		return http.StatusBadRequest, "missing Connection: Upgrade"
-	case !headerHasToken(r.Header, "Upgrade", "websocket"):
-		return http.StatusBadRequest, "missing Upgrade: websocket"
-	case r.Header.Get("Sec-WebSocket-Version") != "13":
-		w.Header().Set("Sec-WebSocket-Version", "13")
-		return http.StatusUpgradeRequired, "unsupported WebSocket version; use 13"
-	case !validKey(r.Header.Get("Sec-WebSocket-Key")):
-		return http.StatusBadRequest, "bad Sec-WebSocket-Key"
-	case !s.originAllowed(r.Header.Get("Origin"), r.Host):
-		return http.StatusForbidden, "origin not allowed"
+// and its Origin; it returns the zero refusal or why it refuses it.
+func (s *Server) checkHandshake(r *http.Request) refusal {
+	if r.Method != http.MethodGet {
+		return refusal{status: http.StatusMethodNotAllowed, msg: "WebSocket upgrades use GET", header: "Allow", value: http.MethodGet}
 	}
-	return 0, ""
+	no := headersProblem(headerHasToken(r.Header, "Connection", "upgrade"), headerHasToken(r.Header, "Upgrade", "websocket"),
+		r.Header.Get("Sec-WebSocket-Version"), r.Header.Get("Sec-WebSocket-Key"))
+	if no.status == 0 && !s.originAllowed(r.Header.Get("Origin"), r.Host) {
+		no = refusal{status: http.StatusForbidden, msg: "origin not allowed"}
+	}
+	return no
+}
+
+// headersProblem applies RFC 6455 section 4.2.1 to a GET's upgrade
+// headers, read by nbhttp or by fastUpgrade: whether Connection lists
+// upgrade and Upgrade websocket, the version and the key. It returns the
+// zero refusal or why it refuses them.
+func headersProblem(connectionUpgrade, upgradeWebSocket bool, version, key string) refusal {
+	switch {
+	case !connectionUpgrade:
+		return refusal{status: http.StatusBadRequest, msg: "missing Connection: Upgrade"}
+	case !upgradeWebSocket:
+		return refusal{status: http.StatusBadRequest, msg: "missing Upgrade: websocket"}
+	case version != "13":
+		return refusal{status: http.StatusUpgradeRequired, msg: "unsupported WebSocket version; use 13",
+			header: "Sec-WebSocket-Version", value: "13"}
+	case !validKey(key):
+		return refusal{status: http.StatusBadRequest, msg: "bad Sec-WebSocket-Key"}
+	}
+	return refusal{}
 }
 
 func (s *Server) refuse(w http.ResponseWriter, no refusal) {
