@@ -137,7 +137,11 @@ func (c *wsClient) read(r *bufio.Reader) {
 // send writes a masked text frame.
 func (c *wsClient) send(format string, args ...any) {
 	c.t.Helper()
-	payload := []byte(fmt.Sprintf(format, args...))
+	c.write(textFrame([]byte(fmt.Sprintf(format, args...))))
+}
+
+// textFrame is a masked text frame carrying payload.
+func textFrame(payload []byte) []byte {
 	b := []byte{0x81}
 	switch n := len(payload); {
 	case n <= 125:
@@ -151,6 +155,12 @@ func (c *wsClient) send(format string, args ...any) {
 	for i, p := range payload {
 		b = append(b, p^key[i%4])
 	}
+	return b
+}
+
+// write sends raw bytes, frames already built.
+func (c *wsClient) write(b []byte) {
+	c.t.Helper()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if _, err := c.conn.Write(b); err != nil {

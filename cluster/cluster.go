@@ -58,11 +58,10 @@ type Config struct {
 	DeadAfter time.Duration
 	// Timeout bounds requests that wait for another node. Default 2s.
 	Timeout time.Duration
-	// WriteTimeout bounds a write to NATS. Members' messages are published
-	// from the pollers, and nats.go writes under its connection's lock, so
-	// a link that stopped draining would stall them all; past WriteTimeout
-	// the link is dropped instead and publishes are buffered while it
-	// reconnects. Default 1s.
+	// WriteTimeout bounds a write to NATS: a link that stopped draining is
+	// dropped after it and reconnected, while nats.go buffers what is
+	// published meanwhile. (Pollers never wait for NATS either way: what
+	// they send goes through the outbox.) Default 1s.
 	WriteTimeout time.Duration
 	// Logger receives membership changes and errors.
 	Logger *slog.Logger
@@ -100,6 +99,7 @@ type Node struct {
 	subs []*nats.Subscription
 
 	bufs sync.Pool
+	out  *outbox
 
 	sent, received, dropped atomic.Uint64
 }
@@ -180,6 +180,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: connecting to NATS: %w", err)
 	}
 	n.nc = nc
+	n.out = newOutbox(n)
 	return n, nil
 }
 
@@ -282,6 +283,7 @@ func (n *Node) Leave() {
 			n.log.Warn("left the cluster before every room was handed over", "rooms", left)
 		}
 	}
+	n.out.flush(n.cfg.Timeout)
 	_ = n.nc.Publish(n.cfg.Prefix+".bye", []byte(n.name))
 	_ = n.nc.Flush()
 }
@@ -307,7 +309,9 @@ func (n *Node) stopRun() bool {
 // Close says goodbye, so the others drop this node at once (if Leave did
 // not), and disconnects after sending what is queued.
 func (n *Node) Close() {
-	if n.stopRun() {
+	stopped := n.stopRun()
+	n.out.close(n.cfg.Timeout)
+	if stopped {
 		_ = n.nc.Publish(n.cfg.Prefix+".bye", []byte(n.name))
 	}
 	if n.nc.IsClosed() {
@@ -578,15 +582,8 @@ func (n *Node) publish(subj string, e *room.Envelope) error {
 		e.Node = n.name
 	}
 	bp := n.bufs.Get().(*[]byte)
-	b := appendEnvelope((*bp)[:0], e)
-	// nats.go copies the payload into its write buffer before returning.
-	err := n.nc.Publish(subj, b)
-	*bp = b
-	n.bufs.Put(bp)
-	if err == nil {
-		n.sent.Add(1)
-	}
-	return err
+	*bp = appendEnvelope((*bp)[:0], e)
+	return n.out.put(subj, bp)
 }
 
 // Queries on PREFIX.q.NODE: the first byte says which.
