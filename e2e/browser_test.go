@@ -804,6 +804,9 @@ func TestPendingSurvivesReload(t *testing.T) {
 	bob.join(room)
 	alice.say("first")
 	bob.waitTexts("first")
+	// Its ack may trail bob's copy; going offline before it arrives would
+	// leave "first" pending too.
+	alice.waitJS("first acknowledged", `window.nbchat.pendingCount() === 0`)
 
 	alice.goOffline()
 	alice.say("written before the reload")
