@@ -744,3 +744,59 @@ func TestRoomsListIsClusterWide(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestCoalescedPresenceKeepsMirrorsLists fills a big room on its owner in
+// a storm, so other nodes hear of the joiners only in coalesced presence,
+// then kills the owner: the node that takes the room over must announce
+// every one of them leaving, which it can only if its copy of the room
+// followed the coalesced lists.
+func TestCoalescedPresenceKeepsMirrorsLists(t *testing.T) {
+	_, url := startNATS(t, 0)
+	small := func(_ *Config, c *loop.Config) { c.Room.PresenceLimit = 3 }
+	var nodes []*testNode
+	for _, name := range []string{"n1", "n2", "n3"} {
+		nodes = append(nodes, startNodeTweaked(t, url, name, false, small))
+	}
+	waitView(t, nodes, 3)
+	room := findName(t, "room", func(r string) bool {
+		return ownerAmong('r', r, "n1", "n2", "n3") == "n3" && ownerAmong('r', r, "n1", "n2") == "n1"
+	})
+	alice := connect(t, nodes[0].addr, "alice")
+	alice.join(room)
+	var names []string
+	for i := range 8 {
+		c := connect(t, nodes[2].addr, fmt.Sprintf("storm%d", i))
+		c.send(`{"type":"join","room":%q}`, room)
+		names = append(names, c.name)
+	}
+	// presence tells alice whether it names or lists each of names as
+	// having done event.
+	seen := func(event string) {
+		t.Helper()
+		left := map[string]bool{}
+		for _, n := range names {
+			left[n] = true
+		}
+		list := "joined"
+		if event == "leave" {
+			list = "left"
+		}
+		for len(left) > 0 {
+			m := alice.await("presence", nil)
+			if m.str("event") == event {
+				delete(left, m.str("name"))
+			}
+			for _, n := range m.names(list) {
+				delete(left, n)
+			}
+		}
+	}
+	seen("join")
+	nodes[2].crash()
+	waitView(t, nodes, 2)
+	seen("leave")
+	alice.send(`{"type":"members","room":%q}`, room)
+	if m := alice.await("members", nil); !slices.Equal(m.names("members"), []string{"alice"}) || m.num("count") != 1 {
+		t.Fatalf("members after the owner died: %v", m)
+	}
+}

@@ -139,8 +139,9 @@ func PresenceEvent(room, event, name string, count int) *Frame {
 	return f.finish(append(b, '}'), OpText)
 }
 
-// PresenceBatch tells a big room's members who joined and left during the
-// last interval; the lists may be cut short, count is always exact.
+// PresenceBatch tells a room's members, once per interval, who of those
+// who came or went since the last is a member now (joined) and who is not
+// (left): a big room's lists may be cut short, count is always exact.
 func PresenceBatch(room string, joined, left []string, count int) *Frame {
 	f := newFrame()
 	b := append(f.buf, `{"type":"presence","room":`...)

@@ -65,12 +65,17 @@ const (
 
 // Deliveries to a node (Cluster.Deliver).
 const (
-	OpFrame    Op = iota + 32 // a Room frame for every local member but Name; Seq 0: presence
+	OpFrame    Op = iota + 32 // a Room frame for every local member but Name; Seq 0: presence (To: presenceBatch, see below)
 	OpJoined                  // Name is now a member of Room at Seq: Frames are its joined reply and replay
 	OpTo                      // Frames for the connection of user Name
 	OpAck                     // Name's message ID is stored in Room as Seq
 	OpResynced                // Room's messages from Seq on, one per frame
 )
+
+// presenceBatch, as the To of a presence OpFrame, says it is coalesced
+// presence: Text holds the names now members and After the names no longer
+// members, each list one name per line.
+const presenceBatch = "batch"
 
 // Envelope is one message between nodes. Which fields matter depends on
 // Op; the cluster fills in Node, the sender.
@@ -671,6 +676,15 @@ func (r *Room) mirror(e *Envelope) {
 				r.names.ReplaceOrInsert(e.Name)
 			case protocol.EventLeave:
 				r.names.Delete(e.Name)
+			case presenceBatch:
+				for name := range strings.SplitSeq(string(e.Text), "\n") {
+					if name != "" {
+						r.names.ReplaceOrInsert(name)
+					}
+				}
+				for name := range strings.SplitSeq(string(e.After), "\n") {
+					r.names.Delete(name)
+				}
 			}
 			r.broadcastLocalLocked(protocol.NewFrame(protocol.OpText, e.Frames[0]), e.Name)
 			return

@@ -24,6 +24,10 @@ type Config struct {
 	PresenceLimit int
 	// PresenceInterval is how often coalesced presence is sent. Default 1s.
 	PresenceInterval time.Duration
+	// PresenceBurst is how many joins and leaves a small room sends one by
+	// one in each PresenceInterval; more are coalesced until the next
+	// tick, as in big rooms (a reconnect storm). Default 5; -1: none.
+	PresenceBurst int
 	// PresenceNames caps each name list of a coalesced presence message.
 	// Default 50.
 	PresenceNames int
@@ -70,6 +74,9 @@ func (c *Config) setDefaults() error {
 	if c.PresenceInterval == 0 {
 		c.PresenceInterval = time.Second
 	}
+	if c.PresenceBurst == 0 {
+		c.PresenceBurst = 5
+	}
 	if c.PresenceNames == 0 {
 		c.PresenceNames = 50
 	}
@@ -107,6 +114,8 @@ type Hub struct {
 	// pmu guards pending, the rooms with coalesced presence to send.
 	pmu     sync.Mutex
 	pending []*Room
+	// presenceTick counts the presence ticks; a room's burst is per tick.
+	presenceTick atomic.Uint32
 
 	stop      chan struct{}
 	done      chan struct{}

@@ -32,6 +32,7 @@ func (h *Hub) presenceLoop() {
 			h.sweepRooms(now)
 			h.sweepUsers(now)
 		}
+		h.presenceTick.Add(1)
 		h.pmu.Lock()
 		batch, h.pending = h.pending, batch[:0]
 		h.pmu.Unlock()

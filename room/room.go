@@ -1,6 +1,8 @@
 package room
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,9 +39,14 @@ type Room struct {
 	// they are shown, kept and acknowledged once the store says so.
 	pending []pendingMsg
 
-	// Coalesced presence waiting for the next tick (big rooms only).
-	joined, left   []string
+	// Presence waiting for the next tick: every join and leave of a big
+	// room, and those of a small one past its burst (see presenceLocked).
+	// presenceNames are the members who came or went since the last tick;
+	// the tick tells each one's state then.
+	presenceNames  map[string]struct{}
 	presenceQueued bool
+	presenceTick   uint32 // the hub's tick presenceSent counts in
+	presenceSent   int    // joins and leaves sent one by one in that tick
 
 	// In a cluster (see cluster.go): owner is the node that orders the
 	// room, "" for this one. An owned room also has members on other
@@ -454,10 +461,13 @@ func (r *Room) firstNames(n int) func(func(string) bool) {
 
 // presenceLocked tells the other members that the member called name (m
 // if it is on this node, else nil) joined or left: at once in a small room,
-// at the next tick in a big one. r.mu must be held.
+// at the next tick in a big one, or in a small one that has already sent
+// PresenceBurst events this tick (a reconnect storm, where announcing each
+// of n joins to everyone costs n² writes). Once one is held, the rest
+// of the tick's are too, so none overtakes another. r.mu must be held.
 func (r *Room) presenceLocked(name string, m Member, event string) {
 	cfg := &r.hub.cfg
-	if r.total <= cfg.PresenceLimit && !r.presenceQueued {
+	if r.total <= cfg.PresenceLimit && !r.presenceQueued && r.presenceBudgetLocked() {
 		f := protocol.PresenceEvent(r.name, event, name, r.total)
 		r.deliverRemotesLocked(f, 0, 0, name, event)
 		if m != nil {
@@ -467,32 +477,76 @@ func (r *Room) presenceLocked(name string, m Member, event string) {
 		}
 		return
 	}
-	list := &r.joined
-	if event == protocol.EventLeave {
-		list = &r.left
+	if r.presenceNames == nil {
+		r.presenceNames = make(map[string]struct{})
 	}
-	if len(*list) < cfg.PresenceNames {
-		*list = append(*list, name)
-	}
+	r.presenceNames[name] = struct{}{}
 	if !r.presenceQueued {
 		r.presenceQueued = true
 		r.hub.queuePresence(r)
 	}
 }
 
-// flushPresence sends the coalesced presence gathered since the last tick.
+// presenceBudgetLocked reports whether a small room may send one more
+// presence event at once in this tick, and counts it.
+func (r *Room) presenceBudgetLocked() bool {
+	if t := r.hub.presenceTick.Load(); r.presenceTick != t {
+		r.presenceTick, r.presenceSent = t, 0
+	}
+	if r.presenceSent >= r.hub.cfg.PresenceBurst {
+		return false
+	}
+	r.presenceSent++
+	return true
+}
+
+// flushPresence sends the presence held since the last tick as one
+// message: who is a member now and who is not, of those who came or went.
+// Reporting each one's state now, rather than its events, is right for
+// any member whatever it saw before: one who joined meanwhile has a list
+// from its joined reply, which a later leave and join again would not
+// otherwise correct. A big room's lists are cut to PresenceNames; a small
+// room's are whole, so its members' lists stay exact. Other nodes get the
+// whole lists, to keep their copies' member lists.
 func (r *Room) flushPresence() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.presenceQueued = false
-	if r.gone.Load() {
-		r.joined, r.left = r.joined[:0], r.left[:0]
+	names := r.presenceNames
+	if len(names) > maxKeptPresenceNames {
+		r.presenceNames = nil // a storm's map is not kept
+	}
+	defer clear(names)
+	if r.gone.Load() || r.owner != "" || len(names) == 0 {
 		return
 	}
-	if r.owner == "" {
-		r.broadcastLocked(protocol.PresenceBatch(r.name, r.joined, r.left, r.total), 0, 0)
+	var joined, left []string
+	for name := range names {
+		if r.names.Has(name) {
+			joined = append(joined, name)
+		} else {
+			left = append(left, name)
+		}
 	}
-	clear(r.joined)
-	clear(r.left)
-	r.joined, r.left = r.joined[:0], r.left[:0]
+	slices.Sort(joined)
+	slices.Sort(left)
+	show := func(names []string) []string {
+		if r.total > r.hub.cfg.PresenceLimit && len(names) > r.hub.cfg.PresenceNames {
+			return names[:r.hub.cfg.PresenceNames]
+		}
+		return names
+	}
+	f := protocol.PresenceBatch(r.name, show(joined), show(left), r.total)
+	if len(r.remotes) > 0 {
+		e := Envelope{Op: OpFrame, Room: r.name, To: presenceBatch, Text: []byte(strings.Join(joined, "\n")),
+			After: []byte(strings.Join(left, "\n")), Frames: [][]byte{f.Payload()}}
+		for node := range r.remotes {
+			r.hub.cfg.Cluster.Deliver(node, &e)
+		}
+	}
+	r.broadcastLocalLocked(f, "")
 }
+
+// maxKeptPresenceNames bounds the held-presence map a room keeps between
+// ticks.
+const maxKeptPresenceNames = 64

@@ -2,6 +2,8 @@ package room
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -732,5 +734,113 @@ func TestHubSharding(t *testing.T) {
 	}
 	if r := h.Find([]byte("room-7")); r == nil || r.shard != &h.rooms[fnv32a("room-7")&h.mask] {
 		t.Error("room-7 is not in its hash's shard")
+	}
+}
+
+// TestPresenceBurstInSmallRoom checks that a small room sends its first
+// joins of a tick one by one and coalesces the rest of a storm.
+func TestPresenceBurstInSmallRoom(t *testing.T) {
+	const joins = 20
+	h := newHub(t, Config{PresenceBurst: 3, PresenceInterval: 200 * time.Millisecond})
+	watcher := newFake("watcher")
+	r := mustJoin(h, watcher, []byte("small"), nil)
+	watcher.events(t)
+	for i := range joins {
+		mustJoin(h, &countMember{name: userName(i)}, []byte("small"), nil)
+	}
+	waitFlushed(t, r)
+	evs := watcher.events(t)
+	seen := map[string]bool{}
+	var single int
+	for _, ev := range evs {
+		if ev.Type != "presence" {
+			t.Fatalf("watcher got %+v", ev)
+		}
+		if ev.Event != "" {
+			single++
+			seen[ev.Name] = true
+			continue
+		}
+		if len(ev.Left) != 0 {
+			t.Fatalf("batch %+v names leaves, there were none", ev)
+		}
+		for _, n := range ev.Joined {
+			seen[n] = true
+		}
+	}
+	if len(seen) != joins {
+		t.Fatalf("watcher learned of %d joins, want %d: %+v", len(seen), joins, evs)
+	}
+	if single == joins || len(evs) >= joins {
+		t.Fatalf("%d presence messages, %d of them single, for a storm of %d joins: none coalesced", len(evs), single, joins)
+	}
+	if last := evs[len(evs)-1]; last.Count != joins+1 {
+		t.Fatalf("last presence %+v, want count %d", last, joins+1)
+	}
+}
+
+// TestPresenceKeepsEveryMemberListExact joins and leaves at random in a
+// small room whose bursts are coalesced, with ticks falling anywhere: every
+// member, from its joined reply and the presence after it, must end with
+// the room's exact member list.
+func TestPresenceKeepsEveryMemberListExact(t *testing.T) {
+	h := newHub(t, Config{PresenceBurst: 2, PresenceInterval: 3 * time.Millisecond})
+	name := []byte("exact")
+	ms := make([]*fakeMember, 12)
+	in := make([]bool, len(ms))
+	for i := range ms {
+		ms[i] = newFake(userName(i))
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var r *Room
+	for range 600 {
+		i := rnd.IntN(len(ms))
+		if in[i] {
+			r.Leave(ms[i], nil)
+		} else {
+			r = mustJoin(h, ms[i], name, nil)
+		}
+		in[i] = !in[i]
+		if rnd.IntN(8) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFlushed(t, r)
+	var want []string
+	for i, m := range ms {
+		if in[i] {
+			want = append(want, m.name)
+		}
+	}
+	for i, m := range ms {
+		if !in[i] {
+			continue
+		}
+		var list map[string]bool
+		for _, ev := range m.events(t) {
+			switch {
+			case ev.Type == "joined":
+				list = map[string]bool{}
+				for _, n := range ev.Members {
+					list[n] = true
+				}
+			case ev.Type != "presence":
+			case ev.Event == protocol.EventJoin:
+				list[ev.Name] = true
+			case ev.Event == protocol.EventLeave:
+				delete(list, ev.Name)
+			default:
+				for _, n := range ev.Joined {
+					list[n] = true
+				}
+				for _, n := range ev.Left {
+					delete(list, n)
+				}
+			}
+		}
+		got := slices.Sorted(maps.Keys(list))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s sees members %v, the room has %v", m.name, got, want)
+		}
 	}
 }
