@@ -17,6 +17,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -153,6 +154,14 @@ func run(args []string) error {
 	srv, err := loop.New(cfg)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// Each nbio poller waits in epoll_wait holding a P. Counted among
+		// the CPUs it leaves the rest of the server a P short, and whenever
+		// that one is busy Go's sysmon takes the poller's P back and then
+		// naps at 20 us for a while: one P more per poller avoids both
+		// (README: handshake CPU -18%, rooms19k p99 -34%, room5k the same).
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + srv.Pollers())
 	}
 	if node != nil {
 		if err := node.Start(srv.Hub()); err != nil {

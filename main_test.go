@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -280,4 +283,65 @@ func readCloseCode(t *testing.T, conn net.Conn, r *bufio.Reader) int {
 			return int(binary.BigEndian.Uint16(p))
 		}
 	}
+}
+
+// TestGOMAXPROCSCountsThePollers checks that the binary gives each nbio
+// poller a P of its own on top of the CPUs, unless GOMAXPROCS is set.
+func TestGOMAXPROCSCountsThePollers(t *testing.T) {
+	bin := buildBinary(t)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMAXPROCS=") {
+			env = append(env, kv)
+		}
+	}
+	base := runtime.NumCPU()
+	if os.Getenv("GOMAXPROCS") == "" {
+		base = runtime.GOMAXPROCS(0) // also what a CPU quota allows
+	}
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{
+		{"", base + 3},
+		{"GOMAXPROCS=1", 1},
+	} {
+		addr := freeAddr(t)
+		cmd := exec.Command(bin, "-addr", addr, "-data=", "-pollers", "3", "-log-level", "warn")
+		cmd.Env = env
+		if tc.env != "" {
+			cmd.Env = append(cmd.Env, tc.env)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		waitHealthy(t, addr)
+		if got := gaugeValue(t, addr, "go_sched_gomaxprocs_threads"); got != tc.want {
+			t.Errorf("env %q: GOMAXPROCS %d, want %d", tc.env, got, tc.want)
+		}
+	}
+}
+
+// gaugeValue reads one unlabelled integer metric from the server.
+func gaugeValue(t *testing.T, addr, name string) int {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("%s = %q", name, v)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }

@@ -399,3 +399,6 @@ func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) pickFlusher() *flusher {
 	return s.flushers[int(s.next.Add(1))%len(s.flushers)]
 }
+
+// Pollers returns the number of nbio pollers the server runs.
+func (s *Server) Pollers() int { return s.cfg.Pollers }
