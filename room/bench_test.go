@@ -15,6 +15,8 @@ func BenchmarkBroadcast(b *testing.B) {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			h := newHub(b, Config{})
 			r, ms := fill(h, "bench", n)
+			// The joins' coalesced presence is not part of a broadcast.
+			waitFlushed(b, r)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(text)))
 			for b.Loop() {
@@ -27,11 +29,17 @@ func BenchmarkBroadcast(b *testing.B) {
 
 // BenchmarkJoinLeave joins a room and leaves it again. With others=0 the
 // room is created and removed every time; otherwise the others get a
-// presence event for each join and each leave.
+// presence event for each join and each leave, or, as a storm past
+// -presence-burst, one coalesced message a second.
 func BenchmarkJoinLeave(b *testing.B) {
-	for _, n := range []int{0, 100} {
-		b.Run(fmt.Sprintf("others=%d", n), func(b *testing.B) {
-			h := newHub(b, Config{JoinedNames: 20})
+	for _, tc := range []struct {
+		n     int
+		burst int
+		name  string
+	}{{0, 0, "others=0"}, {100, 1 << 30, "others=100"}, {100, 0, "others=100/coalesced"}} {
+		n := tc.n
+		b.Run(tc.name, func(b *testing.B) {
+			h := newHub(b, Config{JoinedNames: 20, PresenceBurst: tc.burst})
 			fill(h, "bench", n)
 			m := &countMember{name: "joiner"}
 			name := []byte("bench")

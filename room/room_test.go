@@ -520,7 +520,7 @@ func TestPresenceCoalescedLeaves(t *testing.T) {
 }
 
 // waitFlushed waits until r has no coalesced presence waiting.
-func waitFlushed(t *testing.T, r *Room) {
+func waitFlushed(t testing.TB, r *Room) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
