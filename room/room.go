@@ -506,8 +506,9 @@ func (r *Room) presenceBudgetLocked() bool {
 // any member whatever it saw before: one who joined meanwhile has a list
 // from its joined reply, which a later leave and join again would not
 // otherwise correct. A big room's lists are cut to PresenceNames; a small
-// room's are whole, so its members' lists stay exact. Other nodes get the
-// whole lists, to keep their copies' member lists.
+// room's are whole, so its members' lists stay exact, unless more than
+// PresenceLimit came and went in one tick (left is cut there). Other nodes
+// get the whole lists, to keep their copies' member lists.
 func (r *Room) flushPresence() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -531,10 +532,11 @@ func (r *Room) flushPresence() {
 	slices.Sort(joined)
 	slices.Sort(left)
 	show := func(names []string) []string {
-		if r.total > r.hub.cfg.PresenceLimit && len(names) > r.hub.cfg.PresenceNames {
-			return names[:r.hub.cfg.PresenceNames]
+		most := r.hub.cfg.PresenceLimit // joined can be no longer in a small room
+		if r.total > r.hub.cfg.PresenceLimit {
+			most = r.hub.cfg.PresenceNames
 		}
-		return names
+		return names[:min(len(names), most)]
 	}
 	f := protocol.PresenceBatch(r.name, show(joined), show(left), r.total)
 	if len(r.remotes) > 0 {

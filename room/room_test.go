@@ -844,3 +844,28 @@ func TestPresenceKeepsEveryMemberListExact(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceLeftListIsBounded checks that churn through a small room in
+// one tick cannot make its coalesced presence longer than the room may be.
+func TestPresenceLeftListIsBounded(t *testing.T) {
+	const limit = 5
+	h := newHub(t, Config{PresenceLimit: limit, PresenceBurst: -1, PresenceInterval: 200 * time.Millisecond})
+	watcher := newFake("watcher")
+	r := mustJoin(h, watcher, []byte("small"), nil)
+	watcher.events(t)
+	for i := range 20 {
+		m := &countMember{name: userName(i)}
+		mustJoin(h, m, []byte("small"), nil).Leave(m, nil)
+	}
+	waitFlushed(t, r)
+	var left int
+	for _, ev := range watcher.events(t) {
+		if ev.Type != "presence" || ev.Event != "" || len(ev.Joined) != 0 || len(ev.Left) > limit || ev.Count != 1 {
+			t.Fatalf("watcher got %+v, want coalesced leaves of at most %d names, count 1", ev, limit)
+		}
+		left += len(ev.Left)
+	}
+	if left == 0 {
+		t.Fatal("no coalesced presence for 20 joins and leaves")
+	}
+}
