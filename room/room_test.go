@@ -852,6 +852,7 @@ func TestPresenceLeftListIsBounded(t *testing.T) {
 	h := newHub(t, Config{PresenceLimit: limit, PresenceBurst: -1, PresenceInterval: 200 * time.Millisecond})
 	watcher := newFake("watcher")
 	r := mustJoin(h, watcher, []byte("small"), nil)
+	waitFlushed(t, r) // the watcher's own join, coalesced too
 	watcher.events(t)
 	for i := range 20 {
 		m := &countMember{name: userName(i)}
