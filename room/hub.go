@@ -26,7 +26,8 @@ type Config struct {
 	PresenceInterval time.Duration
 	// PresenceBurst is how many joins and leaves a small room sends one by
 	// one in each PresenceInterval; more are coalesced until the next
-	// tick, as in big rooms (a reconnect storm). Default 5; -1: none.
+	// tick, as in big rooms (a reconnect storm). Default 5; negative:
+	// every one is coalesced.
 	PresenceBurst int
 	// PresenceNames caps each name list of a coalesced presence message.
 	// Default 50.

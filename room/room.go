@@ -516,8 +516,9 @@ func (r *Room) flushPresence() {
 	names := r.presenceNames
 	if len(names) > maxKeptPresenceNames {
 		r.presenceNames = nil // a storm's map is not kept
+	} else {
+		defer clear(names)
 	}
-	defer clear(names)
 	if r.gone.Load() || r.owner != "" || len(names) == 0 {
 		return
 	}
