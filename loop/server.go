@@ -150,8 +150,11 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.PingInterval, 30*time.Second)
 	setDefault(&c.IdleTimeout, 75*time.Second)
 	setDefault(&c.CloseGrace, 2*time.Second)
-	setDefault(&c.Pollers, max(1, runtime.NumCPU()/2))
-	setDefault(&c.Flushers, max(1, runtime.NumCPU()/2))
+	// GOMAXPROCS's default is the CPUs this process may use, within a
+	// container's CPU quota (NumCPU would count the whole host's).
+	cpus := runtime.GOMAXPROCS(0)
+	setDefault(&c.Pollers, max(1, cpus/2))
+	setDefault(&c.Flushers, max(1, cpus/2))
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -296,3 +296,18 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestPollersFollowGOMAXPROCS checks that the default poller and flusher
+// counts come from the CPUs Go may use (a container's quota), not the host's.
+func TestPollersFollowGOMAXPROCS(t *testing.T) {
+	old := runtime.GOMAXPROCS(6)
+	defer runtime.GOMAXPROCS(old)
+	s, err := New(Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Hub().Close()
+	if s.Pollers() != 3 || len(s.flushers) != 3 {
+		t.Fatalf("GOMAXPROCS 6: %d pollers, %d flushers, want 3 and 3", s.Pollers(), len(s.flushers))
+	}
+}
