@@ -679,7 +679,9 @@ func (r *Room) mirror(e *Envelope) {
 			case presenceBatch:
 				for name := range strings.SplitSeq(string(e.Text), "\n") {
 					if name != "" {
-						r.names.ReplaceOrInsert(name)
+						// A copy: a slice of the list would keep the whole
+						// batch in memory while this member stays.
+						r.names.ReplaceOrInsert(strings.Clone(name))
 					}
 				}
 				for name := range strings.SplitSeq(string(e.After), "\n") {
