@@ -504,19 +504,39 @@ func jsonList(v []string) string {
 	return "[" + strings.Join(q, ",") + "]"
 }
 
+// runs counts each test's invocations (go test -count=N runs it N times).
+var runs = map[string]int{}
+
+// namer returns a function that makes user and room names unique to this
+// invocation of t, as the server outlives it: rooms keep their history and a
+// name may stay taken a little after its tab closes. The first invocation
+// keeps the names as written (the README screenshots show them).
+func namer(t *testing.T) func(string) string {
+	runs[t.Name()]++
+	n := runs[t.Name()]
+	return func(name string) string {
+		if n == 1 {
+			return name
+		}
+		return fmt.Sprintf("%s-%d", name, n)
+	}
+}
+
 // ---------------------------------------------------------------------------
 // Tests. Each test uses its own user and room names, so a server that frees
 // names a little after a tab closes cannot make tests depend on each other.
 
 func TestChatInOrder(t *testing.T) {
 	requireSuite(t)
+	name := namer(t)
+	room := name("lobby")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice")
-	bob.login("bob")
-	alice.join("lobby")
-	bob.join("lobby")
-	alice.waitMembers("alice", "bob")
+	alice.login(name("alice"))
+	bob.login(name("bob"))
+	alice.join(room)
+	bob.join(room)
+	alice.waitMembers(name("alice"), name("bob"))
 
 	alice.say("hello bob")
 	bob.waitTexts("hello bob")
@@ -569,27 +589,28 @@ func TestChatInOrder(t *testing.T) {
 
 func TestPrivateMessage(t *testing.T) {
 	requireSuite(t)
-	const room = "lobby-pm"
+	name := namer(t)
+	room, aliceName, bobName, carolName := name("lobby-pm"), name("alice.pm"), name("bob.pm"), name("carol.pm")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
 	carol := newSession(t, "carol", 1280, 800)
-	alice.login("alice.pm")
-	bob.login("bob.pm")
-	carol.login("carol.pm")
+	alice.login(aliceName)
+	bob.login(bobName)
+	carol.login(carolName)
 	for _, s := range []*session{alice, bob, carol} {
 		s.join(room)
 	}
-	alice.waitMembers("alice.pm", "bob.pm", "carol.pm")
+	alice.waitMembers(aliceName, bobName, carolName)
 
 	// Click bob in the member list: a private conversation opens.
-	alice.run(chromedp.Click(`#member-list [data-name="bob.pm"] button`, chromedp.ByQuery))
-	alice.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === 'bob.pm'`)
+	alice.run(chromedp.Click(`#member-list [data-name="`+bobName+`"] button`, chromedp.ByQuery))
+	alice.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === '`+bobName+`'`)
 	alice.say("psst, secret")
 	alice.waitTexts("psst, secret")
 
 	// Bob sees an unread badge, opens the conversation and reads it.
-	bob.waitJS("unread dm", `window.nbchat.unread()['@alice.pm'] === 1 && !!document.querySelector('[data-testid=dm-item][data-peer="alice.pm"] .badge')`)
-	bob.run(chromedp.Click(`[data-testid=dm-item][data-peer="alice.pm"]`, chromedp.ByQuery))
+	bob.waitJS("unread dm", `window.nbchat.unread()['@`+aliceName+`'] === 1 && !!document.querySelector('[data-testid=dm-item][data-peer="`+aliceName+`"] .badge')`)
+	bob.run(chromedp.Click(`[data-testid=dm-item][data-peer="`+aliceName+`"]`, chromedp.ByQuery))
 	bob.waitTexts("psst, secret")
 	bob.say("got it")
 	alice.waitTexts("psst, secret", "got it")
@@ -608,44 +629,46 @@ func TestPrivateMessage(t *testing.T) {
 
 func TestMemberListPresence(t *testing.T) {
 	requireSuite(t)
-	const room = "members-room"
+	name := namer(t)
+	room, aliceName, bobName, carolName := name("members-room"), name("alice.m"), name("bob.m"), name("carol.m")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
 	carol := newSession(t, "carol", 1280, 800)
-	alice.login("alice.m")
-	bob.login("bob.m")
-	carol.login("carol.m")
+	alice.login(aliceName)
+	bob.login(bobName)
+	carol.login(carolName)
 
 	alice.join(room)
-	alice.waitMembers("alice.m")
+	alice.waitMembers(aliceName)
 	bob.join(room)
-	alice.waitMembers("alice.m", "bob.m")
-	bob.waitMembers("alice.m", "bob.m")
+	alice.waitMembers(aliceName, bobName)
+	bob.waitMembers(aliceName, bobName)
 	carol.join(room)
-	alice.waitMembers("alice.m", "bob.m", "carol.m")
+	alice.waitMembers(aliceName, bobName, carolName)
 	alice.waitJS("header count 3", `document.getElementById('conv-sub').textContent === '3 members'`)
 	alice.waitJS("room list count 3", `document.querySelector('[data-testid=room-item][data-room="`+room+`"] .count')?.textContent === '3'`)
 
 	// Leaving with the button.
 	bob.run(chromedp.Click(`#leave-button`, chromedp.ByID))
 	bob.waitJS("room gone", `!window.nbchat.rooms().some(r => r.name === '`+room+`')`)
-	alice.waitMembers("alice.m", "carol.m")
-	carol.waitMembers("alice.m", "carol.m")
+	alice.waitMembers(aliceName, carolName)
+	carol.waitMembers(aliceName, carolName)
 
 	// Closing the tab counts as leaving.
 	carol.close()
-	alice.waitMembers("alice.m")
+	alice.waitMembers(aliceName)
 	alice.waitJS("header count 1", `document.getElementById('conv-sub').textContent === '1 member'`)
-	alice.waitJS("presence lines", `Array.from(document.querySelectorAll('#messages [data-testid=system]')).map(e => e.textContent).join('|').includes('bob.m left')`)
+	alice.waitJS("presence lines", `Array.from(document.querySelectorAll('#messages [data-testid=system]')).map(e => e.textContent).join('|').includes('`+bobName+` left')`)
 }
 
 func TestReconnectAfterServerRestart(t *testing.T) {
 	requireSuite(t)
-	const room = "lobby-r"
+	name := namer(t)
+	room, aliceName, bobName := name("lobby-r"), name("alice.r"), name("bob.r")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 375, 740) // the status text is longest while reconnecting
-	alice.login("alice.r")
-	bob.login("bob.r")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
 	alice.say("before restart")
@@ -676,7 +699,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		s.waitJS("online again", `window.nbchat.state() === 'online' && document.getElementById('connection-status').textContent === 'online'`)
 		s.waitJS("rejoined", `window.nbchat.rooms().some(r => r.name === '`+room+`' && r.joined)`)
 	}
-	alice.waitMembers("alice.r", "bob.r")
+	alice.waitMembers(aliceName, bobName)
 	alice.waitTexts("before restart", "queued during restart")
 
 	alice.say("after restart")
@@ -702,11 +725,12 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 // chatting. Back online, the first page shows every message once, in order.
 func TestWifiBlink(t *testing.T) {
 	requireSuite(t)
-	const room = "blink"
+	name := namer(t)
+	room, aliceName, bobName := name("blink"), name("alice.w"), name("bob.w")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice.w")
-	bob.login("bob.w")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
 	alice.say("one")
@@ -751,11 +775,12 @@ func TestWifiBlink(t *testing.T) {
 // pending, goes out on reconnect, is acknowledged and shows once everywhere.
 func TestSendWhileOffline(t *testing.T) {
 	requireSuite(t)
-	const room = "offline-send"
+	name := namer(t)
+	room, aliceName, bobName := name("offline-send"), name("alice.o"), name("bob.o")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice.o")
-	bob.login("bob.o")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
 	alice.say("hello")
@@ -795,11 +820,12 @@ func TestSendWhileOffline(t *testing.T) {
 // pending after the page is reloaded, and is sent once after the login.
 func TestPendingSurvivesReload(t *testing.T) {
 	requireSuite(t)
-	const room = "reload-room"
+	name := namer(t)
+	room, aliceName, bobName := name("reload-room"), name("alice.rl"), name("bob.rl")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice.rl")
-	bob.login("bob.rl")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
 	alice.say("first")
@@ -812,7 +838,7 @@ func TestPendingSurvivesReload(t *testing.T) {
 	alice.say("written before the reload")
 	alice.waitJS("pending", `window.nbchat.pendingCount() === 1`)
 	alice.run(chromedp.Reload(), chromedp.WaitVisible(`#name-input`, chromedp.ByID))
-	alice.login("alice.rl")
+	alice.login(aliceName)
 	alice.waitJS("sent after the reload", `window.nbchat.pendingCount() === 0`)
 	want := []string{"first", "written before the reload"}
 	bob.waitTexts(want...)
@@ -827,9 +853,10 @@ func TestPendingSurvivesReload(t *testing.T) {
 // through the rest, keeping its place.
 func TestLoadEarlier(t *testing.T) {
 	requireSuite(t)
-	const room = "history"
+	name := namer(t)
+	room := name("history")
 	alice := newSession(t, "alice", 1280, 800)
-	alice.login("alice.h")
+	alice.login(name("alice.h"))
 	alice.join(room)
 	alice.eval(`(() => {
 		const input = document.getElementById('message-input'), form = document.getElementById('composer');
@@ -840,7 +867,7 @@ func TestLoadEarlier(t *testing.T) {
 	alice.assertSeqs(1, 80)
 
 	bob := newSession(t, "bob", 1280, 800)
-	bob.login("bob.h")
+	bob.login(name("bob.h"))
 	bob.join(room)
 	bob.waitJS("latest 50", `document.querySelectorAll('#messages [data-testid=message]').length === 50`)
 	bob.assertSeqs(31, 80)
@@ -877,22 +904,23 @@ func TestLoadEarlier(t *testing.T) {
 // down reaches the target once, after it reconnects.
 func TestDMWhileAway(t *testing.T) {
 	requireSuite(t)
-	const room = "dm-away"
+	name := namer(t)
+	room, aliceName, bobName := name("dm-away"), name("alice.d"), name("bob.d")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice.d")
-	bob.login("bob.d")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
-	bob.waitMembers("alice.d", "bob.d")
-	bob.run(chromedp.Click(`#member-list [data-name="alice.d"] button`, chromedp.ByQuery))
+	bob.waitMembers(aliceName, bobName)
+	bob.run(chromedp.Click(`#member-list [data-name="`+aliceName+`"] button`, chromedp.ByQuery))
 	bob.waitJS("dm open", `window.nbchat.active()?.kind === 'dm'`)
 	// A first exchange: the server forgets at once a user who never had a
 	// direct message or sent a message with an id, and then answers
 	// no_such_user even though the user was here a moment ago.
 	bob.say("hi alice")
-	alice.waitJS("unread dm", `window.nbchat.unread()['@bob.d'] === 1`)
-	alice.run(chromedp.Click(`[data-testid=dm-item][data-peer="bob.d"]`, chromedp.ByQuery))
+	alice.waitJS("unread dm", `window.nbchat.unread()['@`+bobName+`'] === 1`)
+	alice.run(chromedp.Click(`[data-testid=dm-item][data-peer="`+bobName+`"]`, chromedp.ByQuery))
 	alice.waitTexts("hi alice")
 
 	alice.goOffline()
@@ -915,12 +943,13 @@ func TestDMWhileAway(t *testing.T) {
 
 func TestXSSShownAsText(t *testing.T) {
 	requireSuite(t)
-	const room = "xss"
+	name := namer(t)
+	room, aliceName, bobName := name("xss"), name("alice.x"), name("bob.x")
 	const payload = `<img src=x onerror="window.__xss=1">`
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 1280, 800)
-	alice.login("alice.x")
-	bob.login("bob.x")
+	alice.login(aliceName)
+	bob.login(bobName)
 	alice.join(room)
 	bob.join(room)
 
@@ -962,28 +991,30 @@ func TestXSSShownAsText(t *testing.T) {
 
 func TestNameTakenAndInvalid(t *testing.T) {
 	requireSuite(t)
+	name := namer(t)
 	first := newSession(t, "first", 1280, 800)
 	second := newSession(t, "second", 1280, 800)
-	first.login("dave.n")
+	first.login(name("dave.n"))
 
 	// Invalid names are refused by the page itself.
 	second.run(chromedp.SetValue(`#name-input`, "bad name!", chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
 	second.waitJS("invalid name message", `document.getElementById('login-error').textContent.length > 0 && window.nbchat.state() === 'offline'`)
 
 	// A taken name: the server refuses the upgrade (409), the page says so.
-	second.run(chromedp.SetValue(`#name-input`, "dave.n", chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
+	second.run(chromedp.SetValue(`#name-input`, name("dave.n"), chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
 	second.waitJS("name taken message", `document.getElementById('login-error').textContent.includes('name taken or invalid') && window.nbchat.state() === 'offline'`)
 	if st := first.state(); st != "online" {
 		t.Fatalf("first session is %q after a duplicate login attempt", st)
 	}
-	second.login("dave.n2")
+	second.login(name("dave.n2"))
 }
 
 func TestPhoneWidth(t *testing.T) {
 	requireSuite(t)
-	const room = "phone"
+	name := namer(t)
+	room := name("phone")
 	phone := newSession(t, "phone", 375, 740)
-	phone.login("erin.p")
+	phone.login(name("erin.p"))
 	// The join form lives in the rooms drawer on a phone.
 	phone.waitJS("rooms panel collapsed", `getComputedStyle(document.getElementById('rooms-panel')).display === 'none' && getComputedStyle(document.getElementById('members-panel')).display === 'none'`)
 	phone.run(chromedp.Click(`#toggle-rooms`, chromedp.ByID))
@@ -997,7 +1028,7 @@ func TestPhoneWidth(t *testing.T) {
 
 	phone.assertNoHorizontalOverflow()
 	phone.run(chromedp.Click(`#toggle-members`, chromedp.ByID))
-	phone.waitMembers("erin.p")
+	phone.waitMembers(name("erin.p"))
 	phone.run(chromedp.KeyEvent(kb.Escape))
 	phone.waitJS("members drawer closed", `getComputedStyle(document.getElementById('members-panel')).display === 'none'`)
 
@@ -1018,19 +1049,21 @@ func TestScreenshots(t *testing.T) {
 	if os.Getenv("NBCHAT_SCREENSHOTS") != "1" {
 		t.Skip("set NBCHAT_SCREENSHOTS=1 to write docs/screenshot-*.png")
 	}
+	name := namer(t)
+	design, general := name("design"), name("general")
 	alice := newSession(t, "alice", 1280, 800)
 	bob := newSession(t, "bob", 375, 740)
 	carol := newSession(t, "carol", 1280, 800)
-	alice.login("alice")
-	bob.login("bob")
-	carol.login("carol")
+	alice.login(name("alice"))
+	bob.login(name("bob"))
+	carol.login(name("carol"))
 	for _, s := range []*session{alice, bob, carol} {
-		s.join("design")
+		s.join(design)
 	}
-	alice.join("general")
-	bob.join("general")
-	carol.join("general")
-	alice.waitMembers("alice", "bob", "carol")
+	alice.join(general)
+	bob.join(general)
+	carol.join(general)
+	alice.waitMembers(name("alice"), name("bob"), name("carol"))
 
 	alice.say("Morning all! Shall we ship the new chat page today?")
 	bob.say("Yes — the tests are green on my side.")
@@ -1044,9 +1077,9 @@ func TestScreenshots(t *testing.T) {
 		"Screenshots are coming from the e2e run, see https://example.com/nbchat/e2e",
 		"<b>this stays plain text</b> :)")
 	// Something unread elsewhere, so the badges show.
-	carol.run(chromedp.Click(`[data-testid=room-item][data-room="design"]`, chromedp.ByQuery))
+	carol.run(chromedp.Click(`[data-testid=room-item][data-room="`+design+`"]`, chromedp.ByQuery))
 	carol.say("design review at 3?")
-	carol.run(chromedp.Click(`#member-list [data-name="alice"] button`, chromedp.ByQuery))
+	carol.run(chromedp.Click(`#member-list [data-name="`+name("alice")+`"] button`, chromedp.ByQuery))
 	carol.say("got a minute later?")
 	alice.waitJS("unread badges", `document.querySelectorAll('#rooms-panel .badge').length >= 2`)
 	bob.waitJS("last message", `document.body.textContent.includes('plain text')`)
