@@ -40,7 +40,8 @@ type client struct {
 	open     atomic.Bool
 	joinedOK atomic.Bool
 	dialNano atomic.Int64
-	born     int64 // churn only: creation time, read by the churn loop
+	storm    atomic.Int32 // stormNone etc.
+	born     int64        // churn only: creation time, read by the churn loop
 
 	// Receive state, touched only by this connection's poller goroutine.
 	nextSeq int64 // next expected room seq; -1 before joined
@@ -53,6 +54,10 @@ type client struct {
 	frag                 []byte
 	fragOp               byte
 	missing              map[int64]struct{} // seqs skipped by a gap, to tell reorder from dup
+	// Storm: the last seq seen before the drop, and whether the client
+	// rejoined with it (history up to the joined seq is then deliveries).
+	since   int64
+	resumed bool
 
 	// Send state, touched only by the sending goroutine.
 	sentN int64
@@ -75,6 +80,13 @@ func (c *client) CloseAndClean(err error) {
 	c.g.open.Add(-1)
 	if c.kind == kindChurn {
 		c.g.churnOpen.Add(-1)
+	}
+	switch c.storm.Load() {
+	case stormRedial:
+		c.g.st.q <- c
+		return
+	case stormDropping, stormResuming:
+		c.stormLost("server_close") // and counted as a drop below
 	}
 	if c.closing.Load() {
 		if c.gotClose.Load() {
@@ -119,6 +131,14 @@ func (c *client) Parse(data []byte) error {
 			break
 		}
 		if ferr := c.onFrame(f, &b); ferr != nil {
+			if ferr == errStormDrop {
+				// Closing is the last touch of c: the redial may run on
+				// another poller as soon as the socket is gone.
+				c.pend = nil
+				b.sh.flush(&b)
+				_ = c.conn.Load().Close()
+				return ferr
+			}
 			err = ferr
 			break
 		}
@@ -159,6 +179,10 @@ func (c *client) onFrame(f frame, b *batch) error {
 		nc := c.conn.Load()
 		if nc != nil && len(f.payload) <= 125 {
 			_, _ = nc.Write(appendMasked(buf[:0], opPong, f.payload, uint32(b.now)))
+		}
+	case opPong:
+		if c.storm.Load() == stormDropping {
+			return c.drop()
 		}
 	case opClose:
 		// RFC 6455 7.1.1: the server closes TCP first, so TIME_WAIT stays
@@ -215,6 +239,16 @@ func (c *client) onMessage(p []byte, b *batch) {
 			b.Misrouted++
 			return
 		}
+		if f.hasSeq && f.seq <= c.replayTo && c.resumed {
+			// History after a rejoin with since: what the client missed
+			// while away, each exactly once (latency would be the outage).
+			if f.seq > c.since {
+				c.checkSeq(f.seq, true, b)
+				b.Deliv++
+				b.Recovered++
+			}
+			return
+		}
 		if f.hasSeq && f.seq <= c.replayTo {
 			// Room history replayed after joined: in order, once, and
 			// not a delivery of this run's traffic.
@@ -245,10 +279,26 @@ func (c *client) onMessage(p []byte, b *batch) {
 	case "presence":
 		b.Presence++
 	case "welcome":
+		if c.storm.Load() == stormResuming {
+			c.sendJoin(b)
+			return
+		}
 		if c.room < 0 {
 			g.resolve(c, true, "")
 		}
 	case "joined":
+		if c.storm.Load() == stormResuming {
+			c.resumed, c.replayTo = true, c.since
+			if f.hasSeq {
+				c.replayTo = f.seq
+			}
+			if !f.recovered {
+				b.Unrecovered++
+				b.note("storm: %s rejoined with since %d, not recovered", c.name(), c.since)
+			}
+			c.stormRejoined()
+			return
+		}
 		c.nextSeq, c.replayTo, c.replayLast = -1, 0, 0
 		if f.hasSeq {
 			c.nextSeq, c.replayTo = f.seq+1, f.seq
@@ -370,7 +420,11 @@ func (g *gen) dialURL(id, room int) string {
 // goroutine (one of a small dial pool), the handshake completes on a poller.
 func (g *gen) dial(c *client, r *maskRand) {
 	c.dialNano.Store(time.Now().UnixNano())
-	req, err := http.NewRequest("GET", g.dialURL(int(c.id), int(c.room)), nil)
+	room := int(c.room)
+	if c.storm.Load() == stormRedial {
+		room = -1 // it joins with since after the welcome
+	}
+	req, err := http.NewRequest("GET", g.dialURL(int(c.id), room), nil)
 	if err != nil {
 		g.resolve(c, false, "bad_url")
 		return
@@ -387,6 +441,17 @@ func (g *gen) dial(c *client, r *maskRand) {
 }
 
 func (g *gen) onHandshake(c *client, accept string, res *http.Response, conn net.Conn, err error) {
+	redial := c.storm.Load() == stormRedial
+	switch {
+	case !redial:
+	case err != nil:
+		g.stormRefused(c, classify(err), stormRetry)
+		return
+	case res.StatusCode != http.StatusSwitchingProtocols:
+		g.stormRefused(c, "http_"+strconv.Itoa(res.StatusCode), retryAfter(res))
+		_ = conn.Close()
+		return
+	}
 	if err != nil {
 		g.resolve(c, false, classify(err))
 		return
@@ -399,7 +464,11 @@ func (g *gen) onHandshake(c *client, accept string, res *http.Response, conn net
 	nbc, ok := conn.(*nbio.Conn)
 	p, ok2 := nbc.Session().(*nbhttp.Parser)
 	if !ok || !ok2 || res.Header.Get("Sec-WebSocket-Accept") != accept {
-		g.resolve(c, false, "bad_handshake")
+		if redial {
+			g.stormRefused(c, "bad_handshake", stormRetry)
+		} else {
+			g.resolve(c, false, "bad_handshake")
+		}
 		_ = conn.Close()
 		return
 	}
@@ -412,7 +481,11 @@ func (g *gen) onHandshake(c *client, accept string, res *http.Response, conn net
 	if c.kind == kindChurn {
 		g.churnOpen.Add(1)
 	}
-	g.recordConnect(time.Now().UnixNano() - c.dialNano.Load())
+	if redial {
+		c.storm.Store(stormResuming) // before the welcome can be parsed
+	} else {
+		g.recordConnect(time.Now().UnixNano() - c.dialNano.Load())
+	}
 	p.ParserCloser = c
 	nbc.SetSession(c)
 	if g.cfg.Proto == "raw" {

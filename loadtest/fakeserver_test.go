@@ -22,14 +22,20 @@ import (
 // over real sockets: one goroutine per connection, one lock for everything.
 // Its faults are injectable, to prove the checker sees them.
 type fakeServer struct {
-	t     *testing.T
-	URL   string
-	skip  int64 // when a room's seq reaches skip, jump one seq (a gap)
-	raw   bool  // broadcast every frame to everyone, like a hub example
-	mu    sync.Mutex
-	users map[string]*fconn
-	rooms map[string]*froom
-	all   map[*fconn]bool
+	t    *testing.T
+	URL  string
+	skip int64 // when a room's seq reaches skip, jump one seq (a gap)
+	raw  bool  // broadcast every frame to everyone, like a hub example
+	// Storm faults: refuse every refuseEvery-th upgrade that names no room
+	// (a rejoin) with 503 and Retry-After 1, and leave the first message
+	// out of every replay after a join with since.
+	refuseEvery int64
+	upgrades    atomic.Int64
+	replayGap   bool
+	mu          sync.Mutex
+	users       map[string]*fconn
+	rooms       map[string]*froom
+	all         map[*fconn]bool
 
 	// A fake cluster is several listeners ("nodes") over the same rooms,
 	// each with its own /metrics; URLs has one WebSocket URL per node.
@@ -42,6 +48,7 @@ type fakeServer struct {
 type froom struct {
 	seq     int64
 	members map[*fconn]bool
+	hist    []map[string]any // every message, by seq order
 }
 
 type fconn struct {
@@ -105,6 +112,11 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request, node int) {
 		http.Error(w, "bad name", http.StatusBadRequest)
 		return
 	}
+	if room == "" && s.refuseEvery > 0 && s.upgrades.Add(1)%s.refuseEvery == 0 {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
 	s.mu.Lock()
 	_, taken := s.users[name]
 	s.mu.Unlock()
@@ -126,15 +138,16 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request, node int) {
 	if !s.raw {
 		fc.send(map[string]any{"type": "welcome", "name": name})
 		if room != "" {
-			s.joinLocked(fc, room)
+			s.joinLocked(fc, room, -1)
 		}
 	}
 	s.mu.Unlock()
 	s.readLoop(fc, brw.Reader)
 }
 
-// joinLocked adds fc to room and tells everyone, as nbchat does in small rooms.
-func (s *fakeServer) joinLocked(fc *fconn, room string) {
+// joinLocked adds fc to room and tells everyone, as nbchat does in small
+// rooms; with since >= 0 the messages after it follow joined.
+func (s *fakeServer) joinLocked(fc *fconn, room string, since int64) {
 	rm := s.rooms[room]
 	if rm == nil {
 		rm = &froom{members: map[*fconn]bool{}}
@@ -146,7 +159,21 @@ func (s *fakeServer) joinLocked(fc *fconn, room string) {
 		names = append(names, m.name)
 	}
 	sort.Strings(names)
-	fc.send(map[string]any{"type": "joined", "room": room, "count": len(names), "members": names, "seq": rm.seq})
+	joined := map[string]any{"type": "joined", "room": room, "count": len(names), "members": names, "seq": rm.seq}
+	if since >= 0 {
+		joined["recovered"] = true
+	}
+	fc.send(joined)
+	gap := s.replayGap
+	for _, m := range rm.hist {
+		if since >= 0 && m["seq"].(int64) > since {
+			if gap {
+				gap = false
+				continue
+			}
+			fc.send(m)
+		}
+	}
 	for m := range rm.members {
 		if m != fc {
 			m.send(map[string]any{"type": "presence", "room": room, "event": "join", "name": fc.name, "count": len(names)})
@@ -200,7 +227,10 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 		}
 		return
 	}
-	var m struct{ Type, Room, To, Text string }
+	var m struct {
+		Type, Room, To, Text string
+		Since                *int64
+	}
 	if json.Unmarshal(p, &m) != nil {
 		fc.send(map[string]any{"type": "error", "code": "bad_request", "message": "bad json"})
 		return
@@ -217,6 +247,7 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 			rm.seq++ // injected fault
 		}
 		out := map[string]any{"type": "msg", "room": m.Room, "from": fc.name, "text": m.Text, "seq": rm.seq, "ts": time.Now().UnixMilli()}
+		rm.hist = append(rm.hist, out)
 		for mem := range rm.members {
 			if s.mute != nil && s.mute(mem.node, m.Room) {
 				continue // injected fault: the node never delivers this room
@@ -224,6 +255,12 @@ func (s *fakeServer) onText(fc *fconn, p []byte) {
 			mem.send(out)
 			s.deliveries[mem.node].Add(1)
 		}
+	case "join":
+		since := int64(-1)
+		if m.Since != nil {
+			since = *m.Since
+		}
+		s.joinLocked(fc, m.Room, since)
 	case "dm":
 		to := s.users[m.To]
 		if to == nil {

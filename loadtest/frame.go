@@ -145,7 +145,7 @@ func parseFrame(b []byte) (frame, int, error) {
 type fields struct {
 	typ, room, from, to, text, code, name []byte
 	seq, count                            int64
-	hasSeq                                bool
+	hasSeq, recovered                     bool
 }
 
 // scanJSON fills f from one JSON object without allocating. It understands
@@ -204,6 +204,8 @@ func scanJSON(b []byte, f *fields) bool {
 			f.seq, f.hasSeq = parseInt(b[i:ve])
 		case "count":
 			f.count, _ = parseInt(b[i:ve])
+		case "recovered":
+			f.recovered = string(b[i:ve]) == "true"
 		}
 		i = ve
 	}

@@ -31,6 +31,7 @@ type gen struct {
 	clients   []*client  // static clients by id-plan.Lo; nil for slow ones
 	slow      []net.Conn // slow readers: plain sockets nobody reads after the ramp
 	churnLive []*client
+	st        stormState // scenario storm
 	winAll    *hdrhistogram.Histogram
 	shards    [nRecvShards]recvShard
 
@@ -65,6 +66,10 @@ func newGen(cfg *Config, plan shardPlan) (*gen, error) {
 		connHist: newHist(), sentRoom: make([]int64, max(cfg.Rooms, 1)),
 	}
 	g.winAll = newWinHist()
+	if cfg.Scenario == "storm" {
+		g.st = stormState{q: make(chan *client, plan.Hi-plan.Lo), done: make(chan struct{}),
+			refused: map[string]int64{}, gaveUp: map[string]int64{}, hist: newHist()}
+	}
 	loopback := true
 	for _, s := range cfg.urls() {
 		t, err := parseTarget(s)
@@ -297,6 +302,7 @@ type shardResult struct {
 	RSSRamp      int64            `json:"rss_after_ramp"`
 	OpenRamp     int64            `json:"open_after_ramp"`
 	CPU          float64          `json:"cpu_seconds"`
+	Storm        *stormResult     `json:"storm,omitempty"`
 }
 
 func (g *gen) result() shardResult {
@@ -332,6 +338,7 @@ func (g *gen) result() shardResult {
 	r.RSSBefore, r.RSSRamp, r.OpenRamp = g.rssBefore, g.rssRamp, g.openRamp
 	r.Notes = append(r.Notes, g.notes...)
 	g.mu.Unlock()
+	r.Storm = g.stormResult()
 	_, r.CPU = procSelf()
 	return r
 }

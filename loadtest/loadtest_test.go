@@ -282,6 +282,44 @@ func TestWorkersAndDM(t *testing.T) {
 	}
 }
 
+// stormConfig drops every reader a third into the traffic.
+func stormConfig(t *testing.T, url string) *Config {
+	cfg := smokeConfig(t, url)
+	cfg.Scenario = "storm"
+	cfg.StormAt = cfg.Duration / 3
+	return cfg
+}
+
+func TestStormRejoinsWithSince(t *testing.T) {
+	fs := startFake(t, 0, false)
+	fs.refuseEvery = 4
+	code, r, _ := runAndRead(t, stormConfig(t, fs.URL))
+	st, d := r.Storm, r.Deliveries
+	if st == nil {
+		t.Fatal("no storm in the report")
+	}
+	// 190 readers (200 minus 10 senders), every fourth rejoin refused once.
+	if code != 0 || st.Dropped != 190 || st.Rejoined != 190 || st.Refused["http_503"] == 0 || st.Attempts != 190+sumMap(st.Refused) {
+		t.Fatalf("exit %d, dropped %d, rejoined %d, attempts %d, refused %v", code, st.Dropped, st.Rejoined, st.Attempts, st.Refused)
+	}
+	if d.Lost != 0 || d.Gaps != 0 || d.Dups != 0 || d.Recovered == 0 || d.Received != d.Expected {
+		t.Fatalf("lost %d, gaps %d, dups %d, recovered %d, received %d of %d", d.Lost, d.Gaps, d.Dups, d.Recovered, d.Received, d.Expected)
+	}
+	// Retry-After 1 s was waited out.
+	if st.Rejoin.Max < 1_000_000 {
+		t.Fatalf("the last rejoin came %d us after the drop: a 503's Retry-After was not obeyed", st.Rejoin.Max)
+	}
+}
+
+func TestStormMissedReplayFails(t *testing.T) {
+	fs := startFake(t, 0, false)
+	fs.replayGap = true // each replay after since leaves its first message out
+	code, r, out := runAndRead(t, stormConfig(t, fs.URL))
+	if code != 1 || r.Deliveries.Gaps == 0 || r.Deliveries.Lost == 0 || !strings.Contains(out, "FAIL: loss:") {
+		t.Fatalf("exit %d, gaps %d, lost %d: a message missing from the recovery must fail the run", code, r.Deliveries.Gaps, r.Deliveries.Lost)
+	}
+}
+
 func TestRawAndChurn(t *testing.T) {
 	fs := startFake(t, 0, true)
 	cfg := smokeConfig(t, fs.URL)

@@ -22,9 +22,9 @@ type Config struct {
 
 	Conns, Rooms, Senders, Size, PerProc, SrcIPs, Pollers, DialWorkers int
 
-	Rate, MsgRate, ChurnRate, SlowFrac, MaxConnFail float64
+	Rate, MsgRate, ChurnRate, SlowFrac, StormFrac, MaxConnFail float64
 
-	RampTimeout, Hold, Duration, DrainTimeout, CloseTimeout, HandshakeTimeout, ChurnLife time.Duration
+	RampTimeout, Hold, Duration, DrainTimeout, CloseTimeout, HandshakeTimeout, ChurnLife, StormAt time.Duration
 
 	// IDs sends every room message with an id, as the chat page does.
 	IDs bool
@@ -44,7 +44,9 @@ var presets = map[string]map[string]string{
 	"handshake19k": {"scenario": "idle", "conns": "19000", "rooms": "19000", "senders": "0", "hold": "1s", "duration": "0s"},
 	"room5k":       {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "2", "duration": "30s", "hold": "3s"},
 	"room5k-max":   {"scenario": "rooms", "conns": "5000", "rooms": "1", "senders": "10", "msg-rate": "20", "duration": "30s", "hold": "3s"},
-	"rooms19k":     {"scenario": "rooms", "conns": "19000", "rooms": "1000", "senders": "1000", "msg-rate": "1", "duration": "30s", "hold": "3s"},
+	// Every reader drops at once and comes back with since: a reconnect storm.
+	"storm":    {"scenario": "storm", "conns": "10000", "rooms": "100", "senders": "100", "msg-rate": "2", "duration": "20s", "hold": "2s", "storm-at": "5s"},
+	"rooms19k": {"scenario": "rooms", "conns": "19000", "rooms": "1000", "senders": "1000", "msg-rate": "1", "duration": "30s", "hold": "3s"},
 	// 500 rooms, not 510: coprime to 3 nodes, so every room spans all three.
 	"cluster50k": {"scenario": "rooms", "conns": "51000", "rooms": "500", "senders": "500", "msg-rate": "1", "duration": "60s", "hold": "5s",
 		"rate": "1500", "ramp-timeout": "90s", "per-proc": "17000", "src-ips": "6"},
@@ -77,6 +79,12 @@ Scenarios (-scenario):
   slow   like rooms, but -slow-frac of clients stop reading after the ramp;
          the others' latency is reported, slow ones closed by the server are
          counted, and the server's RSS over time is charted
+  storm  like rooms, but -storm-at into the traffic -storm-frac of the
+         readers drop their sockets at once (no close frame) and reconnect
+         at once, as after a network blip: each joins again with since=
+         the last seq it saw, waits out a 503's Retry-After (409 name taken:
+         100 ms) and must get every message it missed exactly once; the
+         report gives the time to the last rejoin and the refusals
 Presets (-preset; flags given explicitly win):
   smoke       2,000 conns, 20 rooms, 20 senders x 5 msg/s for 5 s
   default     10,000 conns, 100 rooms, 100 senders x 2 msg/s for 60 s (~1.5 min)
@@ -86,6 +94,8 @@ Presets (-preset; flags given explicitly win):
   room5k      5,000 clients in one room, 10 senders x 2 msg/s = 100,000 deliveries/s
   room5k-max  the same at 20 msg/s each = 1,000,000 deliveries/s
   rooms19k    19,000 clients, 1,000 rooms, 1,000 senders x 1 msg/s
+  storm       10,000 clients, 100 rooms, 100 senders x 2 msg/s for 20 s; at
+              5 s the 9,900 readers drop and reconnect at once
   cluster50k  51,000 clients over 3 -url nodes (17,000 each), 500 rooms of 102
               spanning every node, 500 senders x 1 msg/s = 51,000 deliveries/s
               for 60 s; 3 worker processes (run: loadtest/cluster.sh)
@@ -149,8 +159,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.MetricsURL, "metrics", "", "server Prometheus metrics URL (a list: one per -url node), sampled every second (default: http://HOST/metrics from each -url; \"off\" disables)")
 	fs.StringVar(&c.Proto, "proto", "chat", "chat (nbchat JSON protocol) or raw (any broadcast-everything server, see above)")
 	fs.BoolVar(&c.IDs, "ids", false, "send each room message with an id, as the chat page does: the server acknowledges it, drops a resend, and in a cluster sends it on to a new owner after a failover")
-	fs.StringVar(&c.Scenario, "scenario", "rooms", "idle, rooms, dm, churn or slow")
-	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, handshake19k, room5k, room5k-max, rooms19k or cluster50k (sets several flags)")
+	fs.StringVar(&c.Scenario, "scenario", "rooms", "idle, rooms, dm, churn, slow or storm")
+	fs.StringVar(&c.Preset, "preset", "", "smoke, default, idle19k, handshake19k, room5k, room5k-max, rooms19k, storm or cluster50k (sets several flags)")
 	fs.IntVar(&c.Conns, "conns", 2000, "client connections (N)")
 	fs.IntVar(&c.Rooms, "rooms", 20, "rooms (R); clients join room id%R")
 	fs.IntVar(&c.Senders, "senders", 20, "senders (S): clients 0..S-1 send")
@@ -166,6 +176,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.ChurnRate, "churn-rate", 50, "churn: connections opened (and later closed) per second")
 	fs.DurationVar(&c.ChurnLife, "churn-life", 2*time.Second, "churn: how long each churn connection stays")
 	fs.Float64Var(&c.SlowFrac, "slow-frac", 0.1, "slow: share of clients that stop reading after the ramp")
+	fs.DurationVar(&c.StormAt, "storm-at", 0, "storm: when into the traffic the readers drop (default a third of -duration)")
+	fs.Float64Var(&c.StormFrac, "storm-frac", 1, "storm: share of the readers (non-senders) that drop and reconnect")
 	fs.IntVar(&c.PerProc, "per-proc", 19000, "most connections per process; more start worker processes (fd limit 20000)")
 	fs.IntVar(&c.SrcIPs, "src-ips", 4, "source addresses 127.0.0.2.. used in turn (loopback servers only; 0 = kernel's choice)")
 	fs.IntVar(&c.Pollers, "pollers", 1, "nbio poller goroutines per process")
@@ -205,8 +217,12 @@ func (c *Config) check() error {
 	switch {
 	case c.Proto != "chat" && c.Proto != "raw":
 		return fmt.Errorf("-proto %q: want chat or raw", c.Proto)
-	case !strings.Contains(" idle rooms dm churn slow ", " "+c.Scenario+" "):
+	case !strings.Contains(" idle rooms dm churn slow storm ", " "+c.Scenario+" "):
 		return fmt.Errorf("-scenario %q unknown", c.Scenario)
+	case c.Scenario == "storm" && (c.Proto != "chat" || c.Rooms < 1):
+		return fmt.Errorf("-scenario storm needs -proto chat and -rooms > 0")
+	case c.StormFrac < 0 || c.StormFrac > 1 || c.StormAt < 0:
+		return fmt.Errorf("-storm-frac must be 0..1 and -storm-at not negative")
 	case c.Conns < 1 || c.Rate <= 0 || c.PerProc < 2 || c.DialWorkers < 1 || c.Pollers < 1:
 		return fmt.Errorf("-conns, -rate, -per-proc, -dial-workers and -pollers must be positive")
 	case c.SrcIPs < 0 || c.SrcIPs > 250:
@@ -216,6 +232,9 @@ func (c *Config) check() error {
 	}
 	if c.Scenario == "idle" {
 		c.Senders = 0
+	}
+	if c.StormAt == 0 {
+		c.StormAt = c.Duration / 3
 	}
 	if c.Proto == "raw" {
 		c.Rooms = 1

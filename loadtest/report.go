@@ -56,7 +56,8 @@ type Report struct {
 		Drops      map[string]int64 `json:"drops"`
 		Deliveries int64            `json:"deliveries"`
 	} `json:"churn"`
-	Slow slowStats `json:"slow"`
+	Slow  slowStats    `json:"slow"`
+	Storm *stormReport `json:"storm,omitempty"`
 
 	Server struct {
 		Available     bool    `json:"available"`
@@ -105,7 +106,7 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	co.mu.Unlock()
 	r.Phases = append([]phaseSpan(nil), r.Phases...)
 
-	lat, conn := newHist(), newHist()
+	lat, conn, rejoin := newHist(), newHist(), newHist()
 	d := &r.Deliveries
 	d.ServerErrors, d.Drops, d.CloseCodes = map[string]int64{}, map[string]int64{}, map[string]int64{}
 	r.Connect.Failures, r.Churn.Failures, r.Churn.Drops = map[string]int64{}, map[string]int64{}, map[string]int64{}
@@ -136,6 +137,21 @@ func (co *coordinator) buildReport(o outcome) *Report {
 		}
 		if s.Connect != nil {
 			conn.Merge(importHist(*s.Connect))
+		}
+		if s.Storm != nil {
+			if r.Storm == nil {
+				r.Storm = &stormReport{Refused: map[string]int64{}, GaveUp: map[string]int64{}}
+			}
+			st := r.Storm
+			st.Dropped += s.Storm.Dropped
+			st.Rejoined += s.Storm.Rejoined
+			st.Attempts += s.Storm.Attempts
+			st.Seconds = max(st.Seconds, s.Storm.Seconds)
+			addMap(st.Refused, s.Storm.Refused)
+			addMap(st.GaveUp, s.Storm.GaveUp)
+			if s.Storm.Rejoin != nil {
+				rejoin.Merge(importHist(*s.Storm.Rejoin))
+			}
 		}
 		g.RSS += s.RSSRamp
 		rssBefore += s.RSSBefore
@@ -172,6 +188,9 @@ func (co *coordinator) buildReport(o outcome) *Report {
 		g.CPUPerMillion = g.CPU / (float64(d.Received) / 1e6)
 	}
 	r.Latency, r.LatencyCurve = summarize(lat), percentileCurve(lat)
+	if r.Storm != nil {
+		r.Storm.Rejoin = summarize(rejoin)
+	}
 
 	c := &r.Connect
 	c.Attempted, c.Joined, c.Failed, c.RampSec = int64(cfg.Conns), o.ramp.Joined, o.ramp.Failed, o.rampSec
@@ -183,6 +202,17 @@ func (co *coordinator) buildReport(o outcome) *Report {
 	r.Nodes = nodeFigures(cfg, o, r.Series, nodeErr)
 	verdict(r)
 	return r
+}
+
+// stormReport is the storm of every process together.
+type stormReport struct {
+	Dropped  int64            `json:"dropped"`
+	Rejoined int64            `json:"rejoined"`
+	Attempts int64            `json:"attempts"`
+	Refused  map[string]int64 `json:"refused_attempts"` // by reason: http_503, http_409, timeout...
+	GaveUp   map[string]int64 `json:"gave_up"`          // by the last attempt's failure
+	Seconds  float64          `json:"seconds_to_last_rejoin"`
+	Rejoin   latSummary       `json:"rejoin_after_drop"` // per client, drop to joined
 }
 
 func (co *coordinator) serverFigures(r *Report, o outcome, srvErr string) {
@@ -257,6 +287,17 @@ func verdict(r *Report) {
 		}
 		if d.Misrouted > 0 {
 			fail("misrouted: %d messages reached a client not in that room/DM", d.Misrouted)
+		}
+	}
+	if st := r.Storm; cfg.Scenario == "storm" {
+		switch {
+		case st == nil || st.Dropped == 0:
+			fail("storm: no reader was dropped")
+		case st.Rejoined < st.Dropped:
+			fail("storm: %d of %d dropped readers never rejoined (%s)", st.Dropped-st.Rejoined, st.Dropped, fmtMap(st.GaveUp))
+		}
+		if d.Unrecovered > 0 {
+			fail("storm: %d rejoins with since were not recovered from history", d.Unrecovered)
 		}
 	}
 	if d.Rejected > 0 {
@@ -352,6 +393,12 @@ func printSummary(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "latency:    p50 %s p90 %s p99 %s p99.9 %s max %s (%d samples)\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
 	if cfg.Scenario == "churn" {
 		fmt.Fprintf(w, "churn:      %d dialed, %d joined, failures %s, deliveries %d\n", r.Churn.Dialed, r.Churn.Joined, fmtMap(r.Churn.Failures), d.ChurnDeliv)
+	}
+	if st := r.Storm; st != nil {
+		fmt.Fprintf(w, "storm:      %d readers dropped at %v into the traffic, %d rejoined with since, the last %.2fs after the drop; %d attempts, refused %s\n",
+			st.Dropped, cfg.StormAt.Round(time.Millisecond), st.Rejoined, st.Seconds, st.Attempts, fmtMap(st.Refused))
+		fmt.Fprintf(w, "  rejoin:   p50 %s p90 %s p99 %s max %s after the drop; %d missed deliveries recovered from history, %d rejoins not recovered\n",
+			ms(st.Rejoin.P50), ms(st.Rejoin.P90), ms(st.Rejoin.P99), ms(st.Rejoin.Max), d.Recovered, d.Unrecovered)
 	}
 	if cfg.Scenario == "slow" {
 		fmt.Fprintf(w, "slow:       %d stopped reading; closed by server %d, still open %d (latency above is the others')\n", r.Slow.Connected, r.Slow.ClosedByServer, r.Slow.StillOpen)

@@ -52,6 +52,11 @@ type counts struct {
 	ChurnDups  int64 `json:"churn_duplicates"` // of Dups, seen by churn clients
 	Reorders   int64 `json:"reorders"`
 	Replayed   int64 `json:"history_replayed"` // history after a joined reply, not deliveries
+	// Storm: deliveries that came as history after a rejoin with since
+	// (in Deliv, not in the latency), and rejoins the server could not
+	// recover from history.
+	Recovered   int64 `json:"recovered"`
+	Unrecovered int64 `json:"rejoins_not_recovered"`
 }
 
 func (c *counts) add(o *counts) {
@@ -68,6 +73,8 @@ func (c *counts) add(o *counts) {
 	c.ChurnDups += o.ChurnDups
 	c.Reorders += o.Reorders
 	c.Replayed += o.Replayed
+	c.Recovered += o.Recovered
+	c.Unrecovered += o.Unrecovered
 }
 
 // addLatency records one latency (µs), flushing when the batch is full.

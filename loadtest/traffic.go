@@ -26,6 +26,10 @@ func (g *gen) traffic(members []int64) trafficResult {
 		wg.Add(1)
 		go func() { defer wg.Done(); g.churn(start, stop) }()
 	}
+	if g.cfg.Scenario == "storm" {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.storm(start, stop) }()
+	}
 	res := g.send(start, stop)
 	wg.Wait()
 	return res

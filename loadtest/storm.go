@@ -1,0 +1,200 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// A storm client's state (client.storm). Its receive state (nextSeq) is
+// kept across the drop, so the seq checks run over both connections.
+const (
+	stormNone     int32 = iota
+	stormDropping       // a ping is out: its pong drops the socket
+	stormRedial         // dropped on purpose: being dialled again
+	stormResuming       // connected again: joining with since
+)
+
+// errStormDrop stops Parse: frames after the pong are what the client
+// missed and must get again through since.
+var errStormDrop = errors.New("loadtest: dropped for the storm")
+
+// stormRetry is the wait after a refusal that gave no Retry-After: a 409
+// means the server has not yet seen the old socket close.
+const stormRetry = 100 * time.Millisecond
+
+// isStormer spreads the dropping share evenly over the readers.
+func isStormer(cfg *Config, id int) bool {
+	if cfg.Scenario != "storm" || cfg.StormFrac <= 0 || isSender(cfg, id) {
+		return false
+	}
+	f := cfg.StormFrac
+	return int(float64(id+1)*f) > int(float64(id)*f)
+}
+
+// stormState is one process's storm.
+type stormState struct {
+	q    chan *client  // dropped clients to dial again
+	done chan struct{} // closed when the storm is over: no more retries
+
+	dropped, rejoined, attempts, pending atomic.Int64
+	start, last                          atomic.Int64 // unix ns: the drop, the latest rejoin
+
+	// Guarded by gen.mu.
+	refused map[string]int64 // failed attempts by reason
+	gaveUp  map[string]int64 // clients never back, by their last failure
+	hist    *hdrhistogram.Histogram
+}
+
+// stormResult is what a process reports of its storm.
+type stormResult struct {
+	Dropped  int64            `json:"dropped"`
+	Rejoined int64            `json:"rejoined"`
+	Attempts int64            `json:"attempts"`
+	Refused  map[string]int64 `json:"refused"`
+	GaveUp   map[string]int64 `json:"gave_up"`
+	Seconds  float64          `json:"seconds_to_last_rejoin"`
+	Rejoin   *histJSON        `json:"rejoin,omitempty"` // drop to joined, per client
+}
+
+// storm drops this process's storm clients at start+StormAt and dials them
+// again as fast as the server lets them back; it returns once every one has
+// rejoined or, at the latest, a handshake timeout after the traffic stops.
+func (g *gen) storm(start, stop time.Time) {
+	cfg, st := g.cfg, &g.st
+	time.Sleep(time.Until(start.Add(cfg.StormAt)))
+	var victims []*client
+	for _, c := range g.clients {
+		if c != nil && isStormer(cfg, int(c.id)) && c.joinedOK.Load() && c.open.Load() {
+			victims = append(victims, c)
+		}
+	}
+	st.start.Store(time.Now().UnixNano())
+	for w := 0; w < cfg.DialWorkers; w++ {
+		go func(seed uint64) {
+			r := maskRand{s: seed}
+			for {
+				select {
+				case c := <-st.q:
+					st.attempts.Add(1)
+					g.dial(c, &r)
+				case <-st.done:
+					return
+				}
+			}
+		}(uint64(time.Now().UnixNano()) + uint64(w)*7919)
+	}
+	// A ping each: the pong comes back on the poller after everything the
+	// server sent before it, and the client drops the socket there, so the
+	// last seq it saw is exact.
+	var buf [2 + 4 + 5]byte
+	for _, c := range victims {
+		nc := c.conn.Load()
+		c.storm.Store(stormDropping)
+		st.dropped.Add(1)
+		st.pending.Add(1)
+		if _, err := nc.Write(appendMasked(buf[:0], opPing, []byte("storm"), uint32(c.id))); err != nil {
+			c.stormLost("write_failed")
+		}
+	}
+	deadline := stop.Add(cfg.HandshakeTimeout)
+	for st.pending.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(st.done)
+}
+
+// drop is the pong's end of a storm drop, on the poller: what the client
+// has seen is final, and Parse closes the socket after this batch.
+func (c *client) drop() error {
+	if c.nextSeq > 0 {
+		c.since = c.nextSeq - 1
+	}
+	c.nextSeq = c.since + 1
+	c.frag = nil
+	c.storm.Store(stormRedial)
+	return errStormDrop
+}
+
+// stormRefused schedules another attempt after a failed one; the server's
+// Retry-After is obeyed, as a well-behaved client does.
+func (g *gen) stormRefused(c *client, reason string, wait time.Duration) {
+	st := &g.st
+	g.mu.Lock()
+	st.refused[reason]++
+	g.mu.Unlock()
+	time.AfterFunc(wait, func() {
+		select {
+		case <-st.done:
+			c.stormLost(reason)
+		default:
+			st.q <- c
+		}
+	})
+}
+
+// stormLost counts a dropped client that will not be back.
+func (c *client) stormLost(reason string) {
+	g := c.g
+	if c.storm.Swap(stormNone) == stormNone {
+		return
+	}
+	g.mu.Lock()
+	g.st.gaveUp[reason]++
+	g.mu.Unlock()
+	g.st.pending.Add(-1)
+}
+
+// stormRejoined counts a dropped client joined again.
+func (c *client) stormRejoined() {
+	g, now := c.g, time.Now().UnixNano()
+	c.storm.Store(stormNone)
+	g.mu.Lock()
+	_ = g.st.hist.RecordValue(max((now-g.st.start.Load())/1000, 1))
+	g.mu.Unlock()
+	g.st.rejoined.Add(1)
+	g.st.last.Store(now)
+	g.st.pending.Add(-1)
+}
+
+// retryAfter is a refusal's Retry-After in seconds, or the default wait.
+func retryAfter(res *http.Response) time.Duration {
+	if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s >= 0 && s <= 60 {
+		return time.Duration(s) * time.Second
+	}
+	return stormRetry
+}
+
+// sendJoin asks to join the client's room again with since.
+func (c *client) sendJoin(b *batch) {
+	nc := c.conn.Load()
+	if nc == nil {
+		return
+	}
+	p := append([]byte(`{"type":"join","room":"`), c.g.roomName(int(c.room))...)
+	p = append(p, `","since":`...)
+	p = appendInt(p, c.since)
+	p = append(p, '}')
+	_, _ = nc.Write(appendMasked(nil, opText, p, uint32(b.now)))
+}
+
+func (g *gen) stormResult() *stormResult {
+	st := &g.st
+	if st.q == nil {
+		return nil
+	}
+	r := &stormResult{Dropped: st.dropped.Load(), Rejoined: st.rejoined.Load(), Attempts: st.attempts.Load()}
+	if last := st.last.Load(); last > 0 {
+		r.Seconds = float64(last-st.start.Load()) / 1e9
+	}
+	g.mu.Lock()
+	r.Refused, r.GaveUp = st.refused, st.gaveUp
+	h := exportHist(st.hist)
+	g.mu.Unlock()
+	r.Rejoin = &h
+	return r
+}
