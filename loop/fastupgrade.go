@@ -12,16 +12,16 @@ import (
 )
 
 // onOpen is nbhttp's OnOpen hook, called for each accepted connection
-// before its poller reads it.
+// before its poller reads it (guardedListener has already kept stale
+// events away from a reused fd number).
 func (s *Server) onOpen(c net.Conn) {
 	nbc, ok := c.(*nbio.Conn)
 	if !ok {
-		return // over TLS: neither applies
+		return // over TLS: does not apply
 	}
 	if s.first != nil {
 		s.first.mark(nbc.Hash())
 	}
-	s.guardReuse(nbc)
 }
 
 // onData is nbio's data handler: where fastUpgrade is used, it may take a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
 )
 
 // fd reuse guard: a workaround for a race in nbio v1.6.12 that dropped
@@ -26,32 +27,38 @@ import (
 // closes before reading its request. The dropped connections were
 // ESTABLISHED with no socket error when nbio closed them.
 //
-// The guard runs in nbhttp's OnOpen hook, after the new socket has its fd
-// number and before nbio registers it, and waits until the poller that
-// will own the fd has finished every batch it got from epoll_wait before
-// now: it writes a byte to a socket pair registered with that poller and
-// waits for the poller to read it. A batch returned after the old socket
-// was closed cannot hold its events (closing removes it from epoll), so
-// once older batches are done no stale event can reach the new connection.
-// The cost is one write and two wake-ups (the poller's and the
-// acceptor's) per accepted connection whose fd number was registered
+// The guard runs between accept and registration (guardedListener), once
+// the new socket has its fd number, and waits until the poller that will
+// own the fd has finished every batch it got from epoll_wait before now:
+// it writes a byte to a socket pair registered with that poller and waits
+// for the poller to read it. A batch returned after the old socket was
+// closed cannot hold its events (closing removes it from epoll), so once
+// older batches are done no stale event can reach the new connection.
+// The cost is one write and two wake-ups (the poller's and the waiting
+// goroutine's) per accepted connection whose fd number was registered
 // with a poller before; a number in use for the first time cannot have
 // stale events, so a ramp of new connections pays nothing.
 type reuseGuard struct {
-	mu     sync.Mutex // one barrier at a time
 	probes []*reuseProbe
 	// used has a bit per fd number ever registered with a poller.
 	used []atomic.Uint64
 }
 
 // reuseProbe is one poller's socket pair: nbc is registered with the
-// poller, peer is the end the guard writes to.
+// poller, peer is the end the guard writes to. At most one byte is in
+// flight, so a write never fills the socket and blocks; connections that
+// arrive while it is need the next one, which the poller writes when it
+// reads this one, and share it.
 type reuseProbe struct {
 	nbc  *nbio.Conn
 	peer int
-	sent uint64        // bytes written; guarded by reuseGuard.mu
 	recv atomic.Uint64 // bytes the poller has read
-	wake chan struct{}
+
+	mu       sync.Mutex
+	sent     uint64        // bytes written
+	inflight bool          // a byte is written and not yet read
+	next     bool          // a waiter needs a byte written after the one in flight
+	read     chan struct{} // closed and replaced when the poller reads
 }
 
 // reuseBarrierTimeout bounds the wait on a stuck or stopping poller; past
@@ -111,7 +118,7 @@ func newReuseProbe(e *nbio.Engine) (*reuseProbe, error) {
 		_ = syscall.Close(fds[1])
 		return nil, err
 	}
-	p := &reuseProbe{peer: fds[1], wake: make(chan struct{}, 1)}
+	p := &reuseProbe{peer: fds[1], read: make(chan struct{})}
 	nbc, err := e.AddConn(nc)
 	if err != nil {
 		_ = syscall.Close(fds[1])
@@ -120,10 +127,15 @@ func newReuseProbe(e *nbio.Engine) (*reuseProbe, error) {
 	p.nbc = nbc
 	nbc.OnData(func(_ *nbio.Conn, data []byte) {
 		p.recv.Add(uint64(len(data)))
-		select {
-		case p.wake <- struct{}{}:
-		default:
+		p.mu.Lock()
+		p.inflight = false
+		if p.next {
+			p.next = false
+			_ = p.writeLocked()
 		}
+		close(p.read)
+		p.read = make(chan struct{})
+		p.mu.Unlock()
 	})
 	return p, nil
 }
@@ -138,30 +150,55 @@ func (g *reuseGuard) firstUse(fd int) bool {
 	return g.used[fd/64].Or(bit)&bit == 0
 }
 
-// wait returns once the poller owning fd has finished the batches it had
-// taken from epoll_wait when wait was called, or after the timeout. An fd
-// number never registered before returns at once.
-func (g *reuseGuard) wait(fd int) {
-	if g.firstUse(fd) {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// wait is barrier for an fd number registered before; a number never
+// registered before cannot have stale events and returns at once.
+func (g *reuseGuard) wait(fd int) bool {
+	return g.firstUse(fd) || g.barrier(fd)
+}
+
+// barrier returns once the poller owning fd has finished the batches it had
+// taken from epoll_wait when barrier was called, or after the timeout. It
+// reports whether the barrier passed.
+func (g *reuseGuard) barrier(fd int) bool {
 	p := g.probes[fd%len(g.probes)]
-	p.sent++
-	want := p.sent
-	if _, err := syscall.Write(p.peer, []byte{0}); err != nil {
-		return
+	p.mu.Lock()
+	// The byte this connection needs is one written after it got its fd:
+	// a byte in flight may be older, so then it is the next one.
+	if p.inflight {
+		p.next = true
+	} else if !p.writeLocked() {
+		p.mu.Unlock()
+		return false
 	}
+	want, read := p.sent, p.read
+	if p.next {
+		want++
+	}
+	p.mu.Unlock()
 	t := time.NewTimer(reuseBarrierTimeout)
 	defer t.Stop()
 	for p.recv.Load() < want {
 		select {
-		case <-p.wake:
+		case <-read:
+			p.mu.Lock()
+			read = p.read
+			p.mu.Unlock()
 		case <-t.C:
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// writeLocked sends one byte; p.mu must be held. After a failed write
+// the waiters for the next byte run into their timeout.
+func (p *reuseProbe) writeLocked() bool {
+	if _, err := syscall.Write(p.peer, []byte{0}); err != nil {
+		return false
+	}
+	p.sent++
+	p.inflight = true
+	return true
 }
 
 func (g *reuseGuard) close() {
@@ -177,10 +214,54 @@ func (p *reuseProbe) close() {
 	_ = syscall.Close(p.peer)
 }
 
-// guardReuse, from onOpen, runs on the accepting goroutine
-// before the connection is registered with its poller.
-func (s *Server) guardReuse(nbc *nbio.Conn) {
-	if g := s.reuse.Load(); g != nil {
-		g.wait(nbc.Hash())
+// guardedListener hands nbhttp's accept loop its plain connections already
+// turned into nbio connections (nbio dups the accepted socket, and the dup
+// is the fd number the poller will see). A connection whose number was
+// registered before waits for the barrier on a goroutine of its own and then
+// registers itself with the engine, so the accept loop never waits on a
+// poller: in a reconnect storm every number is reused, and one barrier after
+// another, each waiting for the poller's current batch, let the listen
+// backlog overflow (clients then wait out a 1 s SYN retry).
+type guardedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return c, err
+		}
+		g := l.s.reuse.Load()
+		if g == nil {
+			return c, nil // not started yet: nbhttp dups it
+		}
+		nbc, err := nbio.NBConn(c)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		if g.firstUse(nbc.Hash()) {
+			return nbc, nil
+		}
+		select {
+		case l.s.waiting <- struct{}{}:
+			go l.s.addAfterBarrier(g, nbc)
+		default: // enough are waiting already: this one waits in line
+			g.barrier(nbc.Hash())
+			return nbc, nil
+		}
 	}
 }
+
+// addAfterBarrier registers nbc once no stale event can reach it, as
+// nbhttp's accept loop would have.
+func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
+	g.barrier(nbc.Hash())
+	<-s.waiting
+	s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+}
+
+// maxBarrierWaiters bounds the connections waiting for a barrier at once.
+const maxBarrierWaiters = 1024

@@ -193,6 +193,9 @@ type Server struct {
 	perIP  *ipConns
 	// reuse works around an nbio fd-reuse race (reuse.go); set by Start.
 	reuse atomic.Pointer[reuseGuard]
+	// waiting counts connections waiting for a reuse barrier off the
+	// accept loop (guardedListener).
+	waiting chan struct{}
 
 	flushers []*flusher
 	next     atomic.Uint32 // round-robin flusher choice
@@ -218,7 +221,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{}),
-		rate: newUpgradeRate(cfg.MaxUpgradeRate)}
+		waiting: make(chan struct{}, maxBarrierWaiters),
+		rate:    newUpgradeRate(cfg.MaxUpgradeRate)}
 	var err error
 	onBroadcast := cfg.Room.OnBroadcast
 	cfg.Room.OnBroadcast = func(n int, d time.Duration) {
@@ -266,7 +270,11 @@ func New(cfg Config) (*Server, error) {
 			if err != nil {
 				return nil, err
 			}
-			return backoffListener{Listener: ln, s: s}, nil
+			bl := backoffListener{Listener: ln, s: s}
+			if cfg.TLSCertFile != "" {
+				return bl, nil
+			}
+			return guardedListener{Listener: bl, s: s}, nil
 		},
 	}
 	if cfg.TLSCertFile != "" {
