@@ -106,6 +106,14 @@ func (g *gen) storm(start, stop time.Time) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(st.done)
+	for { // dropped and queued, never dialled again before the end
+		select {
+		case c := <-st.q:
+			c.stormLost("not_redialled")
+		default:
+			return
+		}
+	}
 }
 
 // drop is the pong's end of a storm drop, on the poller: what the client
