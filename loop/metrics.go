@@ -26,6 +26,9 @@ type metrics struct {
 	handshakes  *prometheus.CounterVec
 	rateLimited prometheus.Counter
 	acceptFails prometheus.Counter
+	// reuseLate counts connections registered although the fd-reuse
+	// barrier did not pass in time (reuse.go).
+	reuseLate prometheus.Counter
 	fanout      prometheus.Histogram
 
 	// errorCounters caches one child per error code, so counting an error
@@ -55,12 +58,16 @@ func newMetrics(conns func() int, hub func() room.Stats) *metrics {
 	m.acceptFails = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: ns, Name: "accept_errors_total", Help: "Failed accepts (out of file descriptors, mostly); each one backs the listener off.",
 	})
+	m.reuseLate = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "reuse_barrier_timeouts_total",
+		Help: "Connections on a reused fd number registered before their poller finished its older event batches (it was stuck or too slow); nbio may drop such a connection.",
+	})
 	m.fanout = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: ns, Name: "broadcast_fanout_seconds",
 		Help:    "Time to encode and queue one room broadcast to every member.",
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
 	})
-	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.acceptFails, m.fanout,
+	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.acceptFails, m.reuseLate, m.fanout,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Name: "connections", Help: "Open WebSocket connections.",
 		}, func() float64 { return float64(conns()) }),

@@ -61,9 +61,11 @@ type reuseProbe struct {
 	read     chan struct{} // closed and replaced when the poller reads
 }
 
-// reuseBarrierTimeout bounds the wait on a stuck or stopping poller; past
-// it the connection is registered anyway.
-const reuseBarrierTimeout = 200 * time.Millisecond
+// reuseBarrierTimeout bounds the wait on a stuck poller; past it the
+// connection is registered anyway. The wait is off the accept loop, so it
+// can be long: three nodes on two cores in a reconnect storm had poller
+// batches past 200 ms, and registering early let nbio drop connections.
+const reuseBarrierTimeout = 5 * time.Second
 
 // newReuseGuard registers one probe with each of e's pollers. It must run
 // after the engine has started.
@@ -153,13 +155,13 @@ func (g *reuseGuard) firstUse(fd int) bool {
 // wait is barrier for an fd number registered before; a number never
 // registered before cannot have stale events and returns at once.
 func (g *reuseGuard) wait(fd int) bool {
-	return g.firstUse(fd) || g.barrier(fd)
+	return g.firstUse(fd) || g.barrier(fd, nil)
 }
 
 // barrier returns once the poller owning fd has finished the batches it had
-// taken from epoll_wait when barrier was called, or after the timeout. It
-// reports whether the barrier passed.
-func (g *reuseGuard) barrier(fd int) bool {
+// taken from epoll_wait when barrier was called, or after the timeout or
+// once stop is closed. It reports whether the barrier passed.
+func (g *reuseGuard) barrier(fd int, stop <-chan struct{}) bool {
 	p := g.probes[fd%len(g.probes)]
 	p.mu.Lock()
 	// The byte this connection needs is one written after it got its fd:
@@ -184,6 +186,8 @@ func (g *reuseGuard) barrier(fd int) bool {
 			read = p.read
 			p.mu.Unlock()
 		case <-t.C:
+			return false
+		case <-stop:
 			return false
 		}
 	}
@@ -249,7 +253,7 @@ func (l guardedListener) Accept() (net.Conn, error) {
 		case l.s.waiting <- struct{}{}:
 			go l.s.addAfterBarrier(g, nbc)
 		default: // enough are waiting already: this one waits in line
-			g.barrier(nbc.Hash())
+			l.s.barrier(g, nbc)
 			return nbc, nil
 		}
 	}
@@ -258,9 +262,25 @@ func (l guardedListener) Accept() (net.Conn, error) {
 // addAfterBarrier registers nbc once no stale event can reach it, as
 // nbhttp's accept loop would have.
 func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
-	g.barrier(nbc.Hash())
+	s.barrier(g, nbc)
 	<-s.waiting
-	s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+	select {
+	case <-s.stop:
+		_ = nbc.Close() // shutting down: nbio is closing what it has
+	default:
+		s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+	}
+}
+
+// barrier runs g's barrier for nbc and counts one that timed out.
+func (s *Server) barrier(g *reuseGuard, nbc *nbio.Conn) {
+	if !g.barrier(nbc.Hash(), s.stop) {
+		select {
+		case <-s.stop:
+		default:
+			s.m.reuseLate.Inc()
+		}
+	}
 }
 
 // maxBarrierWaiters bounds the connections waiting for a barrier at once.
