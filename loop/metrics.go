@@ -29,7 +29,7 @@ type metrics struct {
 	// reuseLate counts connections registered although the fd-reuse
 	// barrier did not pass in time (reuse.go).
 	reuseLate prometheus.Counter
-	fanout      prometheus.Histogram
+	fanout    prometheus.Histogram
 
 	// errorCounters caches one child per error code, so counting an error
 	// does no label lookup.
