@@ -74,7 +74,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
 	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")
 	fs.DurationVar(&cfg.Room.PresenceInterval, "presence-interval", time.Second, "how often coalesced presence is sent")
-	fs.IntVar(&cfg.Room.PresenceBurst, "presence-burst", 5, "joins and leaves a small room sends one by one per -presence-interval; more are coalesced (-1: all)")
+	fs.IntVar(&cfg.Room.PresenceBurst, "presence-burst", 5, "joins and leaves a small room sends one by one per -presence-interval; more are coalesced, and so is every one until an interval passes without (-1: all)")
 	fs.StringVar(&dataDir, "data", "./data", `directory for the message store ("": history in memory only)`)
 	fs.IntVar(&cfg.Room.HistorySize, "history", 1000, "messages each room keeps for history and recovery (-1: none)")
 	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")

@@ -26,8 +26,9 @@ type Config struct {
 	PresenceInterval time.Duration
 	// PresenceBurst is how many joins and leaves a small room sends one by
 	// one in each PresenceInterval; more are coalesced until the next
-	// tick, as in big rooms (a reconnect storm). Default 5; negative:
-	// every one is coalesced.
+	// tick, as in big rooms (a reconnect storm), and after a tick that
+	// coalesced, none is sent one by one until an interval passes without
+	// one to coalesce. Default 5; negative: every one is coalesced.
 	PresenceBurst int
 	// PresenceNames caps each name list of a coalesced presence message.
 	// Default 50.

@@ -47,6 +47,7 @@ type Room struct {
 	presenceQueued bool
 	presenceTick   uint32 // the hub's tick presenceSent counts in
 	presenceSent   int    // joins and leaves sent one by one in that tick
+	presenceHot    uint32 // the last tick that sent coalesced names (0: none)
 
 	// In a cluster (see cluster.go): owner is the node that orders the
 	// room, "" for this one. An owned room also has members on other
@@ -462,8 +463,8 @@ func (r *Room) firstNames(n int) func(func(string) bool) {
 // presenceLocked tells the other members that the member called name (m
 // if it is on this node, else nil) joined or left: at once in a small room,
 // at the next tick in a big one, or in a small one that has already sent
-// PresenceBurst events this tick (a reconnect storm, where announcing each
-// of n joins to everyone costs n² writes). Once one is held, the rest
+// PresenceBurst events this tick or coalesced at the last (a reconnect
+// storm, where announcing each of n joins to everyone costs n² writes). Once one is held, the rest
 // of the tick's are too, so none overtakes another. r.mu must be held.
 func (r *Room) presenceLocked(name string, m Member, event string) {
 	cfg := &r.hub.cfg
@@ -488,9 +489,15 @@ func (r *Room) presenceLocked(name string, m Member, event string) {
 }
 
 // presenceBudgetLocked reports whether a small room may send one more
-// presence event at once in this tick, and counts it.
+// presence event at once in this tick, and counts it. A room whose last
+// tick had to coalesce gets no burst until a tick passes without: a storm
+// lasts seconds, and a burst each second costs everyone a write per event.
 func (r *Room) presenceBudgetLocked() bool {
-	if t := r.hub.presenceTick.Load(); r.presenceTick != t {
+	t := r.hub.presenceTick.Load()
+	if r.presenceHot == t && t != 0 {
+		return false
+	}
+	if r.presenceTick != t {
 		r.presenceTick, r.presenceSent = t, 0
 	}
 	if r.presenceSent >= r.hub.cfg.PresenceBurst {
@@ -518,6 +525,9 @@ func (r *Room) flushPresence() {
 		r.presenceNames = nil // a storm's map is not kept
 	} else {
 		defer clear(names)
+	}
+	if len(names) > 0 {
+		r.presenceHot = r.hub.presenceTick.Load()
 	}
 	if r.gone.Load() || r.owner != "" || len(names) == 0 {
 		return

@@ -779,6 +779,65 @@ func TestPresenceBurstInSmallRoom(t *testing.T) {
 	}
 }
 
+// TestPresenceStormStaysCoalesced checks that a small room which had to
+// coalesce in one tick sends no presence one by one in the next (a storm
+// lasts seconds), and that the burst comes back after a quiet tick.
+func TestPresenceStormStaysCoalesced(t *testing.T) {
+	h := newHub(t, Config{PresenceBurst: 3, PresenceInterval: 300 * time.Millisecond})
+	watcher := newFake("watcher")
+	r := mustJoin(h, watcher, []byte("stormy"), nil)
+	singles := func(evs []event) (n int) {
+		for _, ev := range evs {
+			if ev.Type != "presence" {
+				t.Fatalf("watcher got %+v", ev)
+			}
+			if ev.Event != "" {
+				n++
+			}
+		}
+		return n
+	}
+	next := 0
+	join := func(n int) {
+		for range n {
+			mustJoin(h, &countMember{name: userName(next)}, []byte("stormy"), nil)
+			next++
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		watcher.events(t)
+		join(10) // past the burst: the rest is coalesced at the next tick
+		waitFlushed(t, r)
+		tick := h.presenceTick.Load()
+		watcher.events(t)
+		join(2)
+		if h.presenceTick.Load() != tick {
+			// A tick passed between the flush and these joins (a slow
+			// machine): the room may have cooled down already. Again.
+			if attempt == 5 {
+				t.Fatal("could not join within one tick of a coalesced one")
+			}
+			waitFlushed(t, r)
+			continue
+		}
+		waitFlushed(t, r)
+		evs := watcher.events(t)
+		if n := singles(evs); n != 0 || len(evs) != 1 || len(evs[0].Joined) != 2 {
+			t.Fatalf("the tick after a coalesced one: %d single events in %+v, want one batch of both joins", n, evs)
+		}
+		break
+	}
+	// A tick with nothing to coalesce ends the storm.
+	quiet := h.presenceTick.Load() + 1
+	for h.presenceTick.Load() <= quiet {
+		time.Sleep(5 * time.Millisecond)
+	}
+	join(1)
+	if evs := watcher.events(t); singles(evs) != 1 {
+		t.Fatalf("after a quiet tick: %+v, want the join at once", evs)
+	}
+}
+
 // TestPresenceKeepsEveryMemberListExact joins and leaves at random in a
 // small room whose bursts are coalesced, with ticks falling anywhere: every
 // member, from its joined reply and the presence after it, must end with
