@@ -140,15 +140,9 @@ func (co *coordinator) buildReport(o outcome) *Report {
 		}
 		if s.Storm != nil {
 			if r.Storm == nil {
-				r.Storm = &stormReport{Refused: map[string]int64{}, GaveUp: map[string]int64{}}
+				r.Storm = &stormReport{stormCounts: stormCounts{Refused: map[string]int64{}, GaveUp: map[string]int64{}}}
 			}
-			st := r.Storm
-			st.Dropped += s.Storm.Dropped
-			st.Rejoined += s.Storm.Rejoined
-			st.Attempts += s.Storm.Attempts
-			st.Seconds = max(st.Seconds, s.Storm.Seconds)
-			addMap(st.Refused, s.Storm.Refused)
-			addMap(st.GaveUp, s.Storm.GaveUp)
+			r.Storm.add(&s.Storm.stormCounts)
 			if s.Storm.Rejoin != nil {
 				rejoin.Merge(importHist(*s.Storm.Rejoin))
 			}
@@ -206,13 +200,8 @@ func (co *coordinator) buildReport(o outcome) *Report {
 
 // stormReport is the storm of every process together.
 type stormReport struct {
-	Dropped  int64            `json:"dropped"`
-	Rejoined int64            `json:"rejoined"`
-	Attempts int64            `json:"attempts"`
-	Refused  map[string]int64 `json:"refused_attempts"` // by reason: http_503, http_409, timeout...
-	GaveUp   map[string]int64 `json:"gave_up"`          // by the last attempt's failure
-	Seconds  float64          `json:"seconds_to_last_rejoin"`
-	Rejoin   latSummary       `json:"rejoin_after_drop"` // per client, drop to joined
+	stormCounts
+	Rejoin latSummary `json:"rejoin_after_drop"` // per client, drop to joined
 }
 
 func (co *coordinator) serverFigures(r *Report, o outcome, srvErr string) {

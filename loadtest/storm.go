@@ -50,15 +50,29 @@ type stormState struct {
 	hist    *hdrhistogram.Histogram
 }
 
-// stormResult is what a process reports of its storm.
-type stormResult struct {
+// stormCounts are a storm's counts, of one process or of the run.
+type stormCounts struct {
 	Dropped  int64            `json:"dropped"`
 	Rejoined int64            `json:"rejoined"`
 	Attempts int64            `json:"attempts"`
-	Refused  map[string]int64 `json:"refused"`
-	GaveUp   map[string]int64 `json:"gave_up"`
+	Refused  map[string]int64 `json:"refused_attempts"` // by reason: http_503, http_409, timeout...
+	GaveUp   map[string]int64 `json:"gave_up"`          // by the last attempt's failure
 	Seconds  float64          `json:"seconds_to_last_rejoin"`
-	Rejoin   *histJSON        `json:"rejoin,omitempty"` // drop to joined, per client
+}
+
+func (c *stormCounts) add(o *stormCounts) {
+	c.Dropped += o.Dropped
+	c.Rejoined += o.Rejoined
+	c.Attempts += o.Attempts
+	c.Seconds = max(c.Seconds, o.Seconds)
+	addMap(c.Refused, o.Refused)
+	addMap(c.GaveUp, o.GaveUp)
+}
+
+// stormResult is what a process reports of its storm.
+type stormResult struct {
+	stormCounts
+	Rejoin *histJSON `json:"rejoin,omitempty"` // drop to joined, per client
 }
 
 // storm drops this process's storm clients at start+StormAt and dials them
@@ -195,7 +209,7 @@ func (g *gen) stormResult() *stormResult {
 	if st.q == nil {
 		return nil
 	}
-	r := &stormResult{Dropped: st.dropped.Load(), Rejoined: st.rejoined.Load(), Attempts: st.attempts.Load()}
+	r := &stormResult{stormCounts: stormCounts{Dropped: st.dropped.Load(), Rejoined: st.rejoined.Load(), Attempts: st.attempts.Load()}}
 	if last := st.last.Load(); last > 0 {
 		r.Seconds = float64(last-st.start.Load()) / 1e9
 	}

@@ -152,12 +152,6 @@ func (g *reuseGuard) firstUse(fd int) bool {
 	return g.used[fd/64].Or(bit)&bit == 0
 }
 
-// wait is barrier for an fd number registered before; a number never
-// registered before cannot have stale events and returns at once.
-func (g *reuseGuard) wait(fd int) bool {
-	return g.firstUse(fd) || g.barrier(fd, nil)
-}
-
 // barrier returns once the poller owning fd has finished the batches it had
 // taken from epoll_wait when barrier was called, or after the timeout or
 // once stop is closed. It reports whether the barrier passed.
@@ -165,16 +159,14 @@ func (g *reuseGuard) barrier(fd int, stop <-chan struct{}) bool {
 	p := g.probes[fd%len(g.probes)]
 	p.mu.Lock()
 	// The byte this connection needs is one written after it got its fd:
-	// a byte in flight may be older, so then it is the next one.
+	// a byte in flight may be older, so it is the next one, written now or
+	// by the poller when it reads the one in flight.
+	want, read := p.sent+1, p.read
 	if p.inflight {
 		p.next = true
 	} else if !p.writeLocked() {
 		p.mu.Unlock()
 		return false
-	}
-	want, read := p.sent, p.read
-	if p.next {
-		want++
 	}
 	p.mu.Unlock()
 	t := time.NewTimer(reuseBarrierTimeout)

@@ -73,3 +73,9 @@ func TestReuseGuardWaitsConcurrently(t *testing.T) {
 		t.Fatalf("poller read %d of %d probe bytes", got, sent)
 	}
 }
+
+// wait is what guardedListener does for fd: the barrier for a number
+// registered before, nothing for a new one.
+func (g *reuseGuard) wait(fd int) bool {
+	return g.firstUse(fd) || g.barrier(fd, nil)
+}

@@ -464,8 +464,9 @@ func (r *Room) firstNames(n int) func(func(string) bool) {
 // if it is on this node, else nil) joined or left: at once in a small room,
 // at the next tick in a big one, or in a small one that has already sent
 // PresenceBurst events this tick or coalesced at the last (a reconnect
-// storm, where announcing each of n joins to everyone costs n² writes). Once one is held, the rest
-// of the tick's are too, so none overtakes another. r.mu must be held.
+// storm, where announcing each of n joins to everyone costs n² writes).
+// Once one is held, the rest of the tick's are too, so none overtakes
+// another. r.mu must be held.
 func (r *Room) presenceLocked(name string, m Member, event string) {
 	cfg := &r.hub.cfg
 	if r.total <= cfg.PresenceLimit && !r.presenceQueued && r.presenceBudgetLocked() {
