@@ -71,6 +71,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to upgrade request")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection quiet for this long")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 75*time.Second, "close a connection quiet for this long")
+	fs.DurationVar(&cfg.NameProbe, "name-probe", 5*time.Second, "when a connection asks for a name another holds, close the holder if it does not answer a ping within this long (the asker gets 409 with Retry-After; 0: off)")
 	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
 	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")
 	fs.DurationVar(&cfg.Room.PresenceInterval, "presence-interval", time.Second, "how often coalesced presence is sent")
@@ -94,6 +95,9 @@ func run(args []string) error {
 			return nil
 		}
 		return err
+	}
+	if cfg.NameProbe == 0 {
+		cfg.NameProbe = -1 // the server's 0 means its default
 	}
 	if secret == "" {
 		secret = os.Getenv(authSecretEnv)

@@ -29,6 +29,13 @@ type testClient struct {
 // when the status is 101.
 func handshake(t testing.TB, addr, path string, header http.Header) (int, *testClient) {
 	t.Helper()
+	resp, c := handshakeResponse(t, addr, path, header)
+	return resp.StatusCode, c
+}
+
+// handshakeResponse is handshake giving the whole response.
+func handshakeResponse(t testing.TB, addr, path string, header http.Header) (*http.Response, *testClient) {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
@@ -69,7 +76,7 @@ func handshake(t testing.TB, addr, path string, header http.Header) (int, *testC
 			t.Fatalf("Sec-WebSocket-Accept = %q, want %q", got, want)
 		}
 	}
-	return resp.StatusCode, &testClient{t: t, conn: conn, r: r}
+	return resp, &testClient{t: t, conn: conn, r: r}
 }
 
 // connect opens a WebSocket as name (optionally joining room) and reads

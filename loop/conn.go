@@ -45,6 +45,10 @@ type conn struct {
 	// zero: the close frame is out, and the FIN tells the peer no more
 	// follows (RFC 6455 section 7.1.1: the server closes TCP first).
 	finAfterWrite atomic.Bool
+	// probeAt is the tick at which another connection asked for c's name
+	// and c pinged its peer (see Probe); 0: no probe under way, or data
+	// arrived since.
+	probeAt atomic.Int32
 	// unsent counts bytes handed to nbio that the kernel has not taken yet
 	// (nbio reports writes through OnWrittenSize).
 	unsent atomic.Int64
@@ -187,6 +191,33 @@ func (c *conn) startCloseLocked(why closeReason, code int) {
 // closeNow closes the socket at once, as after the peer answered our close.
 func (c *conn) closeNow() { _ = c.nbc.Close() }
 
+// Probe implements room.Prober: another connection asks for c's name. c
+// pings its peer, and the janitor closes c if nothing arrives within
+// NameProbe, so the client that asks again after the 409's Retry-After gets
+// the name. A peer heard from a moment ago is pinged too: a phone drops off
+// right after it sent something as often as at any other time.
+func (c *conn) Probe() {
+	s := c.srv
+	// lastRead is 0 until the upgrade is done: a connection being opened
+	// is alive, and must not send before its 101.
+	if s.cfg.NameProbe <= 0 || c.lastRead.Load() == 0 || !c.probeAt.CompareAndSwap(0, int32(s.tick.Load())) {
+		return
+	}
+	s.m.nameProbes.Inc()
+	c.Send(protocol.NewFrame(protocol.OpPing, nil))
+}
+
+// abandon closes a connection whose peer is gone: no close handshake, since
+// nothing would answer it, and the name is free at once.
+func (c *conn) abandon() {
+	c.qmu.Lock()
+	if !c.closing {
+		c.closing, c.closeLabel = true, "unresponsive"
+	}
+	c.qmu.Unlock()
+	c.closeNow()
+}
+
 // UnderlayerConn implements nbhttp.ParserCloser.
 func (c *conn) UnderlayerConn() net.Conn { return c.hc }
 
@@ -195,6 +226,9 @@ func (c *conn) UnderlayerConn() net.Conn { return c.hc }
 func (c *conn) Parse(data []byte) error {
 	c.lastRead.Store(c.srv.tick.Load())
 	c.pinged.Store(false)
+	if at := c.probeAt.Load(); at != 0 {
+		c.probeAt.CompareAndSwap(at, 0) // the peer is there: it keeps its name
+	}
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	if c.cleaned {
@@ -509,6 +543,10 @@ func (c *conn) janitorCheck(now int64) {
 	}
 	idle := time.Duration(now-c.lastRead.Load()) * tickInterval
 	cfg := &c.srv.cfg
+	if at := int64(c.probeAt.Load()); at != 0 && time.Duration(now-at)*tickInterval >= cfg.NameProbe {
+		c.abandon() // nothing arrived since the probe's ping (Parse clears probeAt)
+		return
+	}
 	switch {
 	case cfg.IdleTimeout > 0 && idle >= cfg.IdleTimeout:
 		c.close(reasonIdle)

@@ -29,7 +29,10 @@ type metrics struct {
 	// reuseLate counts connections registered although the fd-reuse
 	// barrier did not pass in time (reuse.go).
 	reuseLate prometheus.Counter
-	fanout    prometheus.Histogram
+	// nameProbes counts pings sent because another connection asked for
+	// the name a connection holds (conn.Probe).
+	nameProbes prometheus.Counter
+	fanout     prometheus.Histogram
 
 	// errorCounters caches one child per error code, so counting an error
 	// does no label lookup.
@@ -62,12 +65,16 @@ func newMetrics(conns func() int, hub func() room.Stats) *metrics {
 		Namespace: ns, Name: "reuse_barrier_timeouts_total",
 		Help: "Connections on a reused fd number registered before their poller finished its older event batches (it was stuck or too slow); nbio may drop such a connection.",
 	})
+	m.nameProbes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "name_probes_total",
+		Help: "Pings sent to a connection because another connection asked for its name; one that does not answer in -name-probe is closed (closes_total{reason=\"unresponsive\"}).",
+	})
 	m.fanout = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: ns, Name: "broadcast_fanout_seconds",
 		Help:    "Time to encode and queue one room broadcast to every member.",
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
 	})
-	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.acceptFails, m.reuseLate, m.fanout,
+	m.reg.MustRegister(m.errors, m.closes, m.handshakes, m.rateLimited, m.acceptFails, m.reuseLate, m.nameProbes, m.fanout,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Name: "connections", Help: "Open WebSocket connections.",
 		}, func() float64 { return float64(conns()) }),

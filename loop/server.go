@@ -78,6 +78,13 @@ type Config struct {
 	// pings it; IdleTimeout how long before it is closed. Defaults 30s, 75s.
 	PingInterval time.Duration
 	IdleTimeout  time.Duration
+	// NameProbe is how long a connection holding a name that another
+	// connection asks for has to answer a ping before it is closed and the
+	// name freed; the asker gets 409 with a Retry-After a little longer.
+	// Without it a client whose old socket died silently (no FIN reached
+	// the server) could not have its name back before IdleTimeout.
+	// Default 5s; negative: off.
+	NameProbe time.Duration
 	// CloseGrace is how long a closing connection has to answer the close
 	// frame before its socket is closed. Default 2s.
 	CloseGrace time.Duration
@@ -150,6 +157,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.PingInterval, 30*time.Second)
 	setDefault(&c.IdleTimeout, 75*time.Second)
 	setDefault(&c.CloseGrace, 2*time.Second)
+	setDefault(&c.NameProbe, 5*time.Second)
 	// GOMAXPROCS's default is the CPUs this process may use, within a
 	// container's CPU quota (NumCPU would count the whole host's).
 	cpus := runtime.GOMAXPROCS(0)
@@ -200,7 +208,8 @@ type Server struct {
 	flushers []*flusher
 	next     atomic.Uint32 // round-robin flusher choice
 
-	// tick is the janitor's coarse clock, in tickIntervals since start.
+	// tick is the janitor's coarse clock, in tickIntervals since start,
+	// from 1: a connection's lastRead of 0 means it is not upgraded yet.
 	tick atomic.Int64
 	// shutting is set once Shutdown starts: upgrades get 503.
 	shutting atomic.Bool
@@ -223,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{}),
 		waiting: make(chan struct{}, maxBarrierWaiters),
 		rate:    newUpgradeRate(cfg.MaxUpgradeRate)}
+	s.tick.Store(1)
 	var err error
 	onBroadcast := cfg.Room.OnBroadcast
 	cfg.Room.OnBroadcast = func(n int, d time.Duration) {

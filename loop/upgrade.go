@@ -76,6 +76,19 @@ func retryLater(status int, msg string) refusal {
 	return refusal{status: status, msg: msg, header: "Retry-After", value: retryAfter}
 }
 
+// nameTaken is the refusal for a name another connection holds. With
+// NameProbe on, that connection has been asked to answer a ping, and it is
+// closed if it does not: Retry-After says when to ask again (the janitor
+// checks once a second, hence the extra second).
+func (s *Server) nameTaken() refusal {
+	no := refusal{status: http.StatusConflict, msg: "name taken"}
+	if s.cfg.NameProbe > 0 {
+		no.header = "Retry-After"
+		no.value = strconv.Itoa(int((s.cfg.NameProbe+time.Second-1)/time.Second) + 1)
+	}
+	return no
+}
+
 // admitted is an upgrade that passed admit: its connection, registered
 // under its name, and what to do once it is open.
 type admitted struct {
@@ -138,7 +151,7 @@ func (s *Server) admit(q query, ip netip.Addr, deflate, mayWait bool) (admitted,
 		s.perIP.release(ip)
 		s.rate.refund()
 		if errors.Is(err, room.ErrNameTaken) {
-			return admitted{}, refusal{status: http.StatusConflict, msg: "name taken"}
+			return admitted{}, s.nameTaken()
 		}
 		return admitted{}, retryLater(http.StatusServiceUnavailable, "cluster unavailable")
 	}

@@ -70,6 +70,7 @@ const (
 	OpTo                      // Frames for the connection of user Name
 	OpAck                     // Name's message ID is stored in Room as Seq
 	OpResynced                // Room's messages from Seq on, one per frame
+	OpProbe                   // another connection asks for Name: check that its connection here is alive
 )
 
 // presenceBatch, as the To of a presence OpFrame, says it is coalesced
@@ -133,6 +134,11 @@ type remoteMember struct {
 
 func (m *remoteMember) Name() string { return m.name }
 
+// Probe implements Prober: the node the connection is on checks it.
+func (m *remoteMember) Probe() {
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpProbe, Name: m.name})
+}
+
 func (m *remoteMember) Send(f *protocol.Frame) {
 	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Frames: [][]byte{f.Payload()}})
 	f.Release()
@@ -141,6 +147,11 @@ func (m *remoteMember) Send(f *protocol.Frame) {
 // Acked implements Acker for messages from other nodes.
 func (m *remoteMember) Acked(room string, id []byte, seq uint64) {
 	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpAck, Room: room, Name: m.name, ID: id, Seq: seq})
+}
+
+func isRemote(m Member) bool {
+	_, ok := m.(*remoteMember)
+	return ok
 }
 
 // collector gathers the frames meant for a member on another node, so they
@@ -598,6 +609,12 @@ func (h *Hub) HandleNode(e *Envelope) {
 			}
 		}
 		u.mu.Unlock()
+	case OpProbe:
+		if u := h.local(e.Name); u != nil {
+			if m := u.localMember(); m != nil && !isRemote(m) {
+				probe(m)
+			}
+		}
 	case OpAck:
 		if r := h.Find([]byte(e.Room)); r != nil {
 			r.acked(e.Name, e.ID)

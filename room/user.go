@@ -204,6 +204,7 @@ func (h *Hub) Register(name string, m Member) (*User, bool) {
 		u.durable = u.dmSeq
 		s.users[name] = u
 	} else if u.member != nil {
+		probe(u.member)
 		return nil, false
 	}
 	u.mu.Lock()
@@ -277,6 +278,7 @@ func (h *Hub) Connect(name string, m Member, dmSince int64) (*User, error) {
 	if old := s.locals[name]; old != nil && old.member != nil {
 		// A connection here holds the name though the owner let it go.
 		_ = c.Send(owner, &Envelope{Op: OpRelease, Name: name})
+		probe(old.member)
 		return nil, ErrNameTaken
 	}
 	s.locals[name] = u
@@ -294,6 +296,7 @@ func (h *Hub) RegisterRemote(node, name string, dmSince int64) ([][]byte, error)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.member != nil {
+		probe(u.member)
 		return nil, ErrNameTaken
 	}
 	u.member, u.attached, u.offlineAt = &remoteMember{h: h, node: node, name: name}, true, 0
