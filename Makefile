@@ -22,15 +22,18 @@ nats-server: ## build the NATS server from the Go module proxy into bin/nats-ser
 cluster: nats-server build ## a NATS server and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
 	loadtest/cluster.sh -serve
 
-test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs and reconnect storms on one node and on a 3-node cluster
+test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs and reconnect storms (sockets closed or left silent) on one node and on a 3-node cluster
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 # allocation guards again without -race, where sync.Pool is exact
 	$(GO) test -count=1 -run 'NoAlloc|Allocs|DoesNotAllocate' ./protocol ./room ./loop ./loadtest
 	loadtest/with-server.sh -preset smoke -progress lines -out reports/smoke
 # every reader drops and rejoins with since; past the upgrade limit (above the ramp's rate) some wait out a 503
 	SERVER_FLAGS='-max-upgrade-rate 1000' loadtest/with-server.sh -preset smoke -scenario storm -rate 800 -progress lines -out reports/storm-smoke
+# the old sockets stay open and silent: the names come free only through the server's probe of each holder
+	SERVER_FLAGS='-max-upgrade-rate 1000' loadtest/with-server.sh -preset smoke -scenario storm -storm-silent -rate 800 -progress lines -out reports/storm-silent-smoke
 	loadtest/cluster.sh -preset smoke -progress lines -out reports/smoke-cluster
 	loadtest/cluster.sh -preset smoke -scenario storm -progress lines -out reports/storm-smoke-cluster
+	loadtest/cluster.sh -preset smoke -scenario storm -storm-silent -progress lines -out reports/storm-silent-smoke-cluster
 
 test-short: ## the tests without the race detector
 	$(GO) test -count=1 $(PKGS)

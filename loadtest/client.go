@@ -132,10 +132,14 @@ func (c *client) Parse(data []byte) error {
 		}
 		if ferr := c.onFrame(f, &b); ferr != nil {
 			if ferr == errStormDrop {
-				// Closing is the last touch of c: the redial may run on
-				// another poller as soon as the socket is gone.
+				// Closing (or going silent) is the last touch of c: the
+				// redial may run on another poller as soon as it is done.
 				c.pend = nil
 				b.sh.flush(&b)
+				if c.g.cfg.StormSilent {
+					c.goSilent()
+					return nil
+				}
 				_ = c.conn.Load().Close()
 				return ferr
 			}
@@ -448,7 +452,7 @@ func (g *gen) onHandshake(c *client, accept string, res *http.Response, conn net
 		g.stormRefused(c, classify(err), stormRetry)
 		return
 	case res.StatusCode != http.StatusSwitchingProtocols:
-		g.stormRefused(c, "http_"+strconv.Itoa(res.StatusCode), retryAfter(res))
+		g.stormRefused(c, "http_"+strconv.Itoa(res.StatusCode), g.retryAfter(res))
 		_ = conn.Close()
 		return
 	}

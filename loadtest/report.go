@@ -388,6 +388,10 @@ func printSummary(w io.Writer, r *Report) {
 			st.Dropped, cfg.StormAt.Round(time.Millisecond), st.Rejoined, st.Seconds, st.Attempts, fmtMap(st.Refused))
 		fmt.Fprintf(w, "  rejoin:   p50 %s p90 %s p99 %s max %s after the drop; %d missed deliveries recovered from history, %d rejoins not recovered\n",
 			ms(st.Rejoin.P50), ms(st.Rejoin.P90), ms(st.Rejoin.P99), ms(st.Rejoin.Max), d.Recovered, d.Unrecovered)
+		if st.Silent > 0 {
+			fmt.Fprintf(w, "  silent:   %d old sockets left open and silent; the server closed %d, the last %.2fs after the drop\n",
+				st.Silent, st.SilentClosed, st.SilentSeconds)
+		}
 	}
 	if cfg.Scenario == "slow" {
 		fmt.Fprintf(w, "slow:       %d stopped reading; closed by server %d, still open %d (latency above is the others')\n", r.Slow.Connected, r.Slow.ClosedByServer, r.Slow.StillOpen)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/lesismal/nbio"
 )
 
 // A storm client's state (client.storm). Its receive state (nextSeq) is
@@ -23,8 +25,10 @@ const (
 // missed and must get again through since.
 var errStormDrop = errors.New("loadtest: dropped for the storm")
 
-// stormRetry is the wait after a refusal that gave no Retry-After: a 409
-// means the server has not yet seen the old socket close.
+// stormRetry is the wait after a refusal that gave no Retry-After, and
+// after a 409: the client closed its old socket itself, so the name is free
+// as soon as the server has seen that close. (A 409's Retry-After is for
+// a holder the server must first probe, one whose socket went silent.)
 const stormRetry = 100 * time.Millisecond
 
 // isStormer spreads the dropping share evenly over the readers.
@@ -44,7 +48,14 @@ type stormState struct {
 	dropped, rejoined, attempts, pending atomic.Int64
 	start, last                          atomic.Int64 // unix ns: the drop, the latest rejoin
 
+	// With -storm-silent: the old sockets left open, how many the server
+	// closed and when it closed the last; ending is set when the storm
+	// closes the rest itself.
+	silentClosed, silentLast atomic.Int64
+	ending                   atomic.Bool
+
 	// Guarded by gen.mu.
+	silent  []*silentConn
 	refused map[string]int64 // failed attempts by reason
 	gaveUp  map[string]int64 // clients never back, by their last failure
 	hist    *hdrhistogram.Histogram
@@ -58,6 +69,11 @@ type stormCounts struct {
 	Refused  map[string]int64 `json:"refused_attempts"` // by reason: http_503, http_409, timeout...
 	GaveUp   map[string]int64 `json:"gave_up"`          // by the last attempt's failure
 	Seconds  float64          `json:"seconds_to_last_rejoin"`
+	// With -storm-silent: old sockets left open, closed by the server, and
+	// the time from the drop to the server's last close.
+	Silent        int64   `json:"silent_sockets,omitempty"`
+	SilentClosed  int64   `json:"silent_closed_by_server,omitempty"`
+	SilentSeconds float64 `json:"seconds_to_last_silent_close,omitempty"`
 }
 
 func (c *stormCounts) add(o *stormCounts) {
@@ -65,6 +81,9 @@ func (c *stormCounts) add(o *stormCounts) {
 	c.Rejoined += o.Rejoined
 	c.Attempts += o.Attempts
 	c.Seconds = max(c.Seconds, o.Seconds)
+	c.Silent += o.Silent
+	c.SilentClosed += o.SilentClosed
+	c.SilentSeconds = max(c.SilentSeconds, o.SilentSeconds)
 	addMap(c.Refused, o.Refused)
 	addMap(c.GaveUp, o.GaveUp)
 }
@@ -120,6 +139,13 @@ func (g *gen) storm(start, stop time.Time) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(st.done)
+	st.ending.Store(true)
+	g.mu.Lock()
+	silent := st.silent
+	g.mu.Unlock()
+	for _, z := range silent {
+		_ = z.nc.Close()
+	}
 	for { // dropped and queued, never dialled again before the end
 		select {
 		case c := <-st.q:
@@ -140,6 +166,42 @@ func (c *client) drop() error {
 	c.frag = nil
 	c.storm.Store(stormRedial)
 	return errStormDrop
+}
+
+// goSilent is drop's end with -storm-silent: the old socket stays open but
+// answers nothing from now on (not even pings), as a peer behind a dead
+// network path looks to the server, and c dials again on a new socket.
+func (c *client) goSilent() {
+	g, nc := c.g, c.conn.Load()
+	z := &silentConn{g: g, nc: nc}
+	nc.SetSession(z) // later reads go to z
+	g.mu.Lock()
+	g.st.silent = append(g.st.silent, z)
+	g.mu.Unlock()
+	if c.open.Swap(false) {
+		g.open.Add(-1)
+	}
+	g.st.q <- c
+}
+
+// silentConn is an old socket of a -storm-silent drop: it reads and drops
+// everything, so only the server's probe of the name can find it dead.
+type silentConn struct {
+	g      *gen
+	nc     *nbio.Conn
+	closed atomic.Bool
+}
+
+func (z *silentConn) UnderlayerConn() net.Conn { return z.nc }
+func (z *silentConn) Parse([]byte) error       { return nil }
+
+func (z *silentConn) CloseAndClean(error) {
+	st := &z.g.st
+	if z.closed.Swap(true) || st.ending.Load() {
+		return
+	}
+	st.silentClosed.Add(1)
+	st.silentLast.Store(time.Now().UnixNano())
 }
 
 // stormRefused schedules another attempt after a failed one; the server's
@@ -184,7 +246,10 @@ func (c *client) stormRejoined() {
 }
 
 // retryAfter is a refusal's Retry-After in seconds, or the default wait.
-func retryAfter(res *http.Response) time.Duration {
+func (g *gen) retryAfter(res *http.Response) time.Duration {
+	if res.StatusCode == http.StatusConflict && !g.cfg.StormSilent {
+		return stormRetry
+	}
 	if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s >= 0 && s <= 60 {
 		return time.Duration(s) * time.Second
 	}
@@ -213,7 +278,12 @@ func (g *gen) stormResult() *stormResult {
 	if last := st.last.Load(); last > 0 {
 		r.Seconds = float64(last-st.start.Load()) / 1e9
 	}
+	if last := st.silentLast.Load(); last > 0 {
+		r.SilentSeconds = float64(last-st.start.Load()) / 1e9
+	}
+	r.SilentClosed = st.silentClosed.Load()
 	g.mu.Lock()
+	r.Silent = int64(len(st.silent))
 	r.Refused, r.GaveUp = st.refused, st.gaveUp
 	h := exportHist(st.hist)
 	g.mu.Unlock()
