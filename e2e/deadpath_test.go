@@ -21,7 +21,8 @@ import (
 // The page finds its socket dead by its heartbeat and reconnects on a new
 // path; the server still holds the name for the old socket and answers 409,
 // pings the old socket, gets no pong and closes it; the page's next attempt
-// gets the name back and every message sent meanwhile, once, in order.
+// gets the name back and every message sent meanwhile, once, in order. When
+// the browser reports the network back, the page checks its socket at once.
 func TestDeadNetworkPath(t *testing.T) {
 	requireSuite(t)
 	port, err := freePort()
@@ -73,6 +74,23 @@ func TestDeadNetworkPath(t *testing.T) {
 	alice.assertSeqs(1, 5)
 	if n := metric(t, node.addr, `nbchat_closes_total{reason="unresponsive"}`); n != "1" {
 		t.Fatalf("server: unresponsive closes = %q, want 1 (the old socket)", n)
+	}
+
+	// The path dies again, and the browser then says the network is back
+	// (as after a laptop wakes): the page checks its socket at once instead
+	// of waiting for the heartbeat, which is now set too long to matter.
+	alice.eval(`window.nbchat.setDeadAfter(600000), true`, nil)
+	alice.eval(`window.nbchat.connections()`, &conns)
+	px.cut()
+	bob.say("second cut")
+	want = append(want, "second cut")
+	alice.eval(`window.dispatchEvent(new Event('online')), true`, nil)
+	alice.waitJSFor("back online after the online event", fmt.Sprintf(
+		`window.nbchat.state() === 'online' && window.nbchat.connections() > %d`, conns), 15*time.Second)
+	alice.waitTexts(want...)
+	alice.assertSeqs(1, 6)
+	if n := metric(t, node.addr, `nbchat_closes_total{reason="unresponsive"}`); n != "2" {
+		t.Fatalf("server: unresponsive closes = %q, want 2", n)
 	}
 }
 
