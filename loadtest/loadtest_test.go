@@ -359,12 +359,24 @@ func BenchmarkReceive(b *testing.B) {
 }
 
 func TestPlans(t *testing.T) {
-	for _, tc := range []struct{ n, per, procs int }{{200, 19000, 1}, {19000, 19000, 1}, {19001, 19000, 2}, {50000, 19000, 3}, {201, 100, 3}} {
+	for _, tc := range []struct {
+		n, per, procs int
+		silent        bool
+	}{{200, 19000, 1, false}, {19000, 19000, 1, false}, {19001, 19000, 2, false}, {50000, 19000, 3, false}, {201, 100, 3, false},
+		// A silent storm holds two sockets per dropped reader.
+		{10000, 19000, 2, true}, {9000, 19000, 1, true}} {
 		cfg := &Config{Conns: tc.n, PerProc: tc.per, Rate: 1000, Scenario: "rooms"}
+		if tc.silent {
+			cfg.Scenario, cfg.StormSilent = "storm", true
+		}
 		ps := plans(cfg)
 		next := 0
 		for _, p := range ps {
-			if p.Lo != next || p.Hi <= p.Lo || p.Lo%2 != 0 || p.Hi-p.Lo > tc.per+1 {
+			limit := tc.per
+			if tc.silent {
+				limit = tc.per / 2
+			}
+			if p.Lo != next || p.Hi <= p.Lo || p.Lo%2 != 0 || p.Hi-p.Lo > limit+1 {
 				t.Fatalf("%+v: bad slice %+v", tc, p)
 			}
 			next = p.Hi

@@ -183,7 +183,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.SlowFrac, "slow-frac", 0.1, "slow: share of clients that stop reading after the ramp")
 	fs.DurationVar(&c.StormAt, "storm-at", 0, "storm: when into the traffic the readers drop (default a third of -duration)")
 	fs.Float64Var(&c.StormFrac, "storm-frac", 1, "storm: share of the readers (non-senders) that drop and reconnect")
-	fs.BoolVar(&c.StormSilent, "storm-silent", false, "storm: leave each old socket open and answering nothing, as a peer behind a dead network path looks to the server, instead of closing it; the name stays taken until the server finds the old socket dead, so a 409's Retry-After is obeyed")
+	fs.BoolVar(&c.StormSilent, "storm-silent", false, "storm: leave each old socket open and answering nothing, as a peer behind a dead network path looks to the server, instead of closing it; the name stays taken until the server finds the old socket dead, so a 409's Retry-After is obeyed (each process, and the server, then holds up to two sockets per reader)")
 	fs.IntVar(&c.PerProc, "per-proc", 19000, "most connections per process; more start worker processes (fd limit 20000)")
 	fs.IntVar(&c.SrcIPs, "src-ips", 4, "source addresses 127.0.0.2.. used in turn (loopback servers only; 0 = kernel's choice)")
 	fs.IntVar(&c.Pollers, "pollers", 1, "nbio poller goroutines per process")

@@ -255,14 +255,18 @@ func (p *shardProc) stop() {
 	}
 }
 
-// plans splits the run into processes of at most -per-proc static clients;
-// boundaries are even so DM partners (id, id^1) share a process.
+// plans splits the run into processes of at most -per-proc static clients
+// (sockets, with -storm-silent: half as many clients); boundaries are even
+// so DM partners (id, id^1) share a process.
 func plans(cfg *Config) []shardPlan {
 	churnLive := int(cfg.ChurnRate*cfg.ChurnLife.Seconds()) + 1
 	if cfg.Scenario != "churn" {
 		churnLive = 0
 	}
 	per := max(cfg.PerProc-churnLive, 2)
+	if cfg.Scenario == "storm" && cfg.StormSilent {
+		per = max(per/2, 2) // a dropped reader keeps its silent socket beside the new one
+	}
 	k := max(1, (cfg.Conns+per-1)/per)
 	var out []shardPlan
 	size := (cfg.Conns/k + 1) &^ 1
