@@ -21,6 +21,7 @@ func (s *Server) onOpen(c net.Conn) {
 	}
 	if s.first != nil {
 		s.first.mark(nbc.Hash())
+		s.opened.take(nbc.Hash()) // a new connection on this number
 	}
 }
 
@@ -216,26 +217,26 @@ func lowerName(buf *[32]byte, name []byte) []byte {
 	return buf[:len(name)]
 }
 
-// firstReads marks, by file descriptor, the connections whose first read
-// has not come yet: only a first read can be a request nbhttp has not
-// started on.
-type firstReads struct {
+// fdBits is a bit per file descriptor. Server.first marks the connections
+// whose first read has not come yet (only a first read can be a request
+// nbhttp has not started on); Server.opened those upgraded (see register).
+type fdBits struct {
 	bits []atomic.Uint64
 }
 
-func newFirstReads(fds int) *firstReads {
-	return &firstReads{bits: make([]atomic.Uint64, (fds+63)/64)}
+func newFDBits(fds int) *fdBits {
+	return &fdBits{bits: make([]atomic.Uint64, (fds+63)/64)}
 }
 
-// mark records that fd's connection is new.
-func (f *firstReads) mark(fd int) {
+// mark sets fd's bit.
+func (f *fdBits) mark(fd int) {
 	if i := fd / 64; fd >= 0 && i < len(f.bits) {
 		f.bits[i].Or(1 << (fd % 64))
 	}
 }
 
-// take reports whether fd's connection was new and no longer counts it so.
-func (f *firstReads) take(fd int) bool {
+// take reports whether fd's bit was set, and clears it.
+func (f *fdBits) take(fd int) bool {
 	i := fd / 64
 	if fd < 0 || i >= len(f.bits) {
 		return false

@@ -168,11 +168,11 @@ func TestPlainUpgradesSkipNbhttp(t *testing.T) {
 	}
 }
 
-func TestFirstReads(t *testing.T) {
-	f := newFirstReads(200)
+func TestFDBits(t *testing.T) {
+	f := newFDBits(200)
 	f.mark(5)
 	f.mark(130)
-	f.mark(500) // past the table: never a first read
+	f.mark(500) // past the table: never set
 	for _, tc := range []struct {
 		fd   int
 		want bool

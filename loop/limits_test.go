@@ -517,3 +517,36 @@ func TestUpgradeRateBurstsAndRefunds(t *testing.T) {
 	}
 	off.refund()
 }
+
+// TestShortHandshakeTimeoutSparesUpgraded: with a one-second handshake
+// timeout, connections upgraded at once must outlive it. nbhttp arms the
+// timeout only after the socket is with its poller, which may have upgraded
+// it (and cleared the timeout) meanwhile; reused fd numbers, registered off
+// the accept loop, widen that window.
+func TestShortHandshakeTimeoutSparesUpgraded(t *testing.T) {
+	s := startServer(t, Config{HandshakeTimeout: time.Second, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	const n = 200
+	connectAll := func(round int) []*testClient {
+		out := make([]*testClient, n)
+		for i := range out {
+			out[i] = connect(t, s.Addr(), fmt.Sprintf("r%d-%d", round, i), "")
+		}
+		return out
+	}
+	for _, c := range connectAll(0) { // their numbers are reused next
+		c.conn.Close()
+	}
+	waitFor(t, func() bool { return s.conns.count.Load() == 0 })
+	clients := connectAll(1)
+	time.Sleep(1500 * time.Millisecond)
+	dead := 0
+	for _, c := range clients {
+		c.send(`{"type":"ping","id":1}`)
+		if _, err := c.next(3 * time.Second); err != nil {
+			dead++
+		}
+	}
+	if dead > 0 {
+		t.Fatalf("%d of %d upgraded connections closed by the handshake timeout", dead, n)
+	}
+}

@@ -210,11 +210,11 @@ func (p *reuseProbe) close() {
 	_ = syscall.Close(p.peer)
 }
 
-// guardedListener hands nbhttp's accept loop its plain connections already
-// turned into nbio connections (nbio dups the accepted socket, and the dup
-// is the fd number the poller will see). A connection whose number was
-// registered before waits for the barrier on a goroutine of its own and then
-// registers itself with the engine, so the accept loop never waits on a
+// guardedListener registers nbhttp's plain connections itself, as nbio
+// connections (nbio dups the accepted socket, and the dup is the fd number
+// the poller will see), so its Accept returns only errors. A connection
+// whose number was registered before waits for the barrier on a goroutine
+// of its own and then registers itself, so the accept loop never waits on a
 // poller: in a reconnect storm every number is reused, and one barrier after
 // another, each waiting for the poller's current batch, let the listen
 // backlog overflow (clients then wait out a 1 s SYN retry).
@@ -239,20 +239,20 @@ func (l guardedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		if g.firstUse(nbc.Hash()) {
-			return nbc, nil
+			l.s.register(nbc)
+			continue
 		}
 		select {
 		case l.s.waiting <- struct{}{}:
 			go l.s.addAfterBarrier(g, nbc)
 		default: // enough are waiting already: this one waits in line
 			l.s.barrier(g, nbc)
-			return nbc, nil
+			l.s.register(nbc)
 		}
 	}
 }
 
-// addAfterBarrier registers nbc once no stale event can reach it, as
-// nbhttp's accept loop would have.
+// addAfterBarrier registers nbc once no stale event can reach it.
 func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 	s.barrier(g, nbc)
 	<-s.waiting
@@ -260,7 +260,20 @@ func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 	case <-s.stop:
 		_ = nbc.Close() // shutting down: nbio is closing what it has
 	default:
-		s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+		s.register(nbc)
+	}
+}
+
+// register hands nbc to nbhttp, as its accept loop would. nbhttp arms the
+// handshake deadline only after the socket is with a poller, which may
+// have upgraded it meanwhile and cleared the deadline already: then the
+// deadline is cleared again, or it would close a healthy connection once
+// the handshake timeout passed (the janitor clears it too, but only a
+// second or two after the upgrade, too late for a short timeout).
+func (s *Server) register(nbc *nbio.Conn) {
+	s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+	if s.opened.take(nbc.Hash()) {
+		_ = nbc.SetReadDeadline(time.Time{})
 	}
 }
 

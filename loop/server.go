@@ -216,7 +216,9 @@ type Server struct {
 
 	// first marks connections not read from yet, for fastUpgrade; nil
 	// where it is not used.
-	first *firstReads
+	first *fdBits
+	// opened marks plain connections upgraded (see register).
+	opened *fdBits
 	// rate is MaxUpgradeRate's limiter; nil when off.
 	rate *upgradeRate
 
@@ -297,7 +299,8 @@ func New(cfg Config) (*Server, error) {
 	s.engine = nbhttp.NewEngine(engineCfg)
 	s.engine.OnOpen(s.onOpen)
 	if engineCfg.TLSConfig == nil {
-		s.first = newFirstReads(max(fileLimit(), cfg.MaxConns+FDHeadroom))
+		s.first = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
+		s.opened = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 	}
 	s.engine.Engine.OnData(s.onData)
 	watchHandoff(s.engine)

@@ -179,6 +179,9 @@ func (s *Server) open(a admitted, nbc *nbio.Conn, hc net.Conn, key string) {
 	// welcome and the joined reply queue up and leave in the same write as
 	// the 101, one system call per handshake instead of two.
 	_ = nbc.SetReadDeadline(time.Time{})
+	if s.opened != nil {
+		s.opened.mark(nbc.Hash())
+	}
 	if err := user.Attach(c, a.dmSince); err != nil {
 		c.replyError(nil, err)
 	}
