@@ -54,6 +54,7 @@ func TestDeadNetworkPath(t *testing.T) {
 	alice.eval(`window.nbchat.connections()`, &conns)
 
 	px.cut() // every connection through the proxy so far goes silent
+	cut := time.Now()
 	want := []string{"one"}
 	for i := 1; i <= 3; i++ {
 		msg := fmt.Sprintf("while the path is dead %d", i)
@@ -67,6 +68,7 @@ func TestDeadNetworkPath(t *testing.T) {
 	alice.waitJSFor("back online on a new connection", fmt.Sprintf(
 		`window.nbchat.state() === 'online' && window.nbchat.connections() > %d && window.nbchat.me() === %q`, conns, aliceName),
 		30*time.Second)
+	t.Logf("back %v after the cut (heartbeat)", time.Since(cut).Round(100*time.Millisecond))
 	alice.waitTexts(want...)
 	bob.say("after")
 	want = append(want, "after")
@@ -82,11 +84,13 @@ func TestDeadNetworkPath(t *testing.T) {
 	alice.eval(`window.nbchat.setDeadAfter(600000), true`, nil)
 	alice.eval(`window.nbchat.connections()`, &conns)
 	px.cut()
+	cut = time.Now()
 	bob.say("second cut")
 	want = append(want, "second cut")
 	alice.eval(`window.dispatchEvent(new Event('online')), true`, nil)
 	alice.waitJSFor("back online after the online event", fmt.Sprintf(
 		`window.nbchat.state() === 'online' && window.nbchat.connections() > %d`, conns), 15*time.Second)
+	t.Logf("back %v after the cut (online event)", time.Since(cut).Round(100*time.Millisecond))
 	alice.waitTexts(want...)
 	alice.assertSeqs(1, 6)
 	if n := metric(t, node.addr, `nbchat_closes_total{reason="unresponsive"}`); n != "2" {
