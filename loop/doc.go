@@ -4,19 +4,25 @@
 //
 // # Goroutines
 //
-//   - nbio's pollers (one per core) read sockets. For an upgraded connection
-//     they call conn.Parse, which decodes frames with loop's own strict
-//     decoder and handles each request inline: requests only enqueue frames,
-//     they never block.
-//   - nbio's executor runs HTTP handlers, so the upgrade runs there, and
-//     conn.CloseAndClean after a socket closes.
-//   - One flusher per core writes queued frames: a connection that has
-//     frames queued is put on its flusher's list once; the flusher copies
-//     all its queued frames into one buffer and makes one write, so under
-//     load the batch grows instead of the number of system calls. Spreading
-//     connections over flushers spreads a big room's writes over the cores.
-//   - One janitor sends pings, closes idle connections, and finishes closes
-//     whose peer never answered.
+//   - nbhttp's accept goroutine runs guardedListener.Accept, which registers
+//     each plain connection with a poller itself (reuse.go: a reused fd
+//     number first waits, on a goroutine of its own, for its poller to
+//     finish older event batches).
+//   - nbio's pollers (one per two CPUs by default) read sockets. A plain
+//     upgrade request is answered on the poller from the first read
+//     (fastupgrade.go); other HTTP requests go to nbhttp's executor. For an
+//     upgraded connection the poller calls conn.Parse, which decodes frames
+//     with loop's own strict decoder and handles each request inline:
+//     requests only enqueue frames, they never block.
+//   - Flushers (one per two CPUs by default) write queued frames: a
+//     connection that has frames queued is put on its flusher's list once;
+//     the flusher copies all its queued frames into one buffer and makes one
+//     write, so under load the batch grows instead of the number of system
+//     calls.
+//   - One janitor sends pings, closes idle connections, finishes closes
+//     whose peer never answered, and closes a connection that did not
+//     answer the ping another connection's claim to its name set off
+//     (conn.Probe).
 //
 // # Buffers
 //

@@ -41,4 +41,12 @@
 // (Cluster.Send) and the owner's frames come back through Hub.HandleNode.
 // Claims, which move a room to a new owner, run under the room's lock and
 // wait on the network, bounded by the cluster's timeout.
+//
+// # Names
+//
+// A name is held by one connection at a time. A connection asking for a
+// held name is refused, and the holder is asked to prove it is alive
+// ([Prober]; in a cluster through the name's owner, which sends OpProbe to
+// the holder's node), so a holder whose client vanished without closing
+// goes away in seconds and the name comes free.
 package room
