@@ -256,12 +256,7 @@ func (l guardedListener) Accept() (net.Conn, error) {
 func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 	s.barrier(g, nbc)
 	<-s.waiting
-	select {
-	case <-s.stop:
-		_ = nbc.Close() // shutting down: nbio is closing what it has
-	default:
-		s.register(nbc)
-	}
+	s.register(nbc)
 }
 
 // register hands nbc to nbhttp, as its accept loop would. nbhttp arms the
@@ -271,6 +266,12 @@ func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 // the handshake timeout passed (the janitor clears it too, but only a
 // second or two after the upgrade, too late for a short timeout).
 func (s *Server) register(nbc *nbio.Conn) {
+	select {
+	case <-s.stop:
+		_ = nbc.Close() // shutting down: nbio is closing what it has
+		return
+	default:
+	}
 	s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
 	if s.opened.take(nbc.Hash()) {
 		_ = nbc.SetReadDeadline(time.Time{})
