@@ -175,13 +175,16 @@ func (s *Server) open(a admitted, nbc *nbio.Conn, hc net.Conn, key string) {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	nbc.SetSession(c)
+	if s.opened != nil {
+		// Marked before the deadline is cleared: register, having let
+		// nbhttp arm it, clears it again if it sees the mark, and if it
+		// does not, the clear below comes after the arming.
+		s.opened.mark(nbc.Hash())
+	}
+	_ = nbc.SetReadDeadline(time.Time{})
 	// The connection starts corked (dirty, with no flusher scheduled): the
 	// welcome and the joined reply queue up and leave in the same write as
 	// the 101, one system call per handshake instead of two.
-	_ = nbc.SetReadDeadline(time.Time{})
-	if s.opened != nil {
-		s.opened.mark(nbc.Hash())
-	}
 	if err := user.Attach(c, a.dmSince); err != nil {
 		c.replyError(nil, err)
 	}
