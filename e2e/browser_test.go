@@ -1000,9 +1000,12 @@ func TestNameTakenAndInvalid(t *testing.T) {
 	second.run(chromedp.SetValue(`#name-input`, "bad name!", chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
 	second.waitJS("invalid name message", `document.getElementById('login-error').textContent.length > 0 && window.nbchat.state() === 'offline'`)
 
-	// A taken name: the server refuses the upgrade (409), the page says so.
+	// A taken name: the server refuses the upgrade (409); the page says the
+	// name is in use and tries once more (the holder might be a session of
+	// this user that went away), then says it is taken.
 	second.run(chromedp.SetValue(`#name-input`, name("dave.n"), chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
-	second.waitJS("name taken message", `document.getElementById('login-error').textContent.includes('name taken or invalid') && window.nbchat.state() === 'offline'`)
+	second.waitJS("name in use message", `document.getElementById('login-error').textContent.includes('name is in use') && window.nbchat.state() === 'offline'`)
+	second.waitJSFor("name taken message", `document.getElementById('login-error').textContent.includes('name taken or invalid') && window.nbchat.state() === 'offline'`, 15*time.Second)
 	if st := first.state(); st != "online" {
 		t.Fatalf("first session is %q after a duplicate login attempt", st)
 	}

@@ -98,6 +98,36 @@ func TestDeadNetworkPath(t *testing.T) {
 	}
 }
 
+// TestLoginTakesOverADeadSession: a user's phone loses its network without
+// closing its socket, and the user logs in on another device under the
+// same name. The first attempt is refused (the phone's socket holds the
+// name), the server finds the phone's socket dead, and the page's second
+// attempt gets in, without the user doing anything more.
+func TestLoginTakesOverADeadSession(t *testing.T) {
+	requireSuite(t)
+	px := startProxy(t, srv.addr)
+	name := namer(t)
+	room, user, friend := name("takeover"), name("carol.t"), name("dan.t")
+	phone := newSessionAt(t, "phone", 400, 800, "http://"+px.addr()+"/")
+	laptop := newSession(t, "laptop", 1280, 800)
+	other := newSession(t, "other", 1280, 800)
+	phone.login(user)
+	other.login(friend)
+	phone.join(room)
+	other.join(room)
+
+	px.cut()
+	start := time.Now()
+	laptop.run(chromedp.SetValue(`#name-input`, user, chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
+	laptop.waitJS("name in use message", `document.getElementById('login-error').textContent.includes('name is in use')`)
+	laptop.waitJSFor("logged in after the retry", fmt.Sprintf(
+		`window.nbchat.state() === 'online' && window.nbchat.me() === %q && document.getElementById('login').hidden`, user), 20*time.Second)
+	t.Logf("logged in %v after the first attempt", time.Since(start).Round(100*time.Millisecond))
+	laptop.join(room)
+	laptop.say("from the laptop")
+	other.waitTexts("from the laptop")
+}
+
 // waitJSFor is waitJS with its own timeout.
 func (s *session) waitJSFor(what, expr string, d time.Duration) {
 	s.t.Helper()
