@@ -315,11 +315,17 @@ func (s *session) run(actions ...chromedp.Action) {
 // waitJS waits until the JavaScript expression is truthy.
 func (s *session) waitJS(what, expr string) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, waitTimeout+2*time.Second)
+	s.waitJSFor(what, expr, waitTimeout)
+}
+
+// waitJSFor is waitJS with its own timeout.
+func (s *session) waitJSFor(what, expr string, d time.Duration) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, d+2*time.Second)
 	defer cancel()
 	var ok bool
 	err := chromedp.Run(ctx, chromedp.Poll(expr, &ok,
-		chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
+		chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(d)))
 	if err != nil {
 		s.t.Fatalf("%s: waiting for %s (%s): %v", s.label, what, expr, err)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -126,19 +125,6 @@ func TestLoginTakesOverADeadSession(t *testing.T) {
 	laptop.join(room)
 	laptop.say("from the laptop")
 	other.waitTexts("from the laptop")
-}
-
-// waitJSFor is waitJS with its own timeout.
-func (s *session) waitJSFor(what, expr string, d time.Duration) {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, d+2*time.Second)
-	defer cancel()
-	var ok bool
-	err := chromedp.Run(ctx, chromedp.Poll(expr, &ok,
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d)))
-	if err != nil {
-		s.t.Fatalf("%s: waiting for %s (%s): %v", s.label, what, expr, err)
-	}
 }
 
 // metric returns one series' value from a server's /metrics ("" if absent).
