@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"nbchat/room"
+	"nbchat/store"
 )
 
 // TestReconnectWithSinceGetsExactlyTheMissedMessages: clients chat while
@@ -168,4 +171,44 @@ func TestDirectMessagesRecoverAfterReconnect(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 	c.expectNothing(100 * time.Millisecond)
+}
+
+// TestEvictedRoomRecoversOverTheWire: with a store, a room that stayed
+// empty for RoomTTL leaves memory (nbchat_rooms drops to 0); a client that
+// joins it later with since gets exactly what it missed, and numbering goes
+// on from the stored seq.
+func TestEvictedRoomRecoversOverTheWire(t *testing.T) {
+	st, err := store.Open(t.TempDir(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() }) // after the server's shutdown
+	s := startServer(t, Config{Room: room.Config{
+		Store: st, HistorySize: 100, RoomTTL: 100 * time.Millisecond,
+		PresenceInterval: 50 * time.Millisecond, SweepInterval: 50 * time.Millisecond,
+	}})
+	alice := connect(t, s.Addr(), "alice", "archive")
+	for i := range 3 {
+		alice.send(fmt.Sprintf(`{"type":"msg","room":"archive","text":"m%d"}`, i))
+		if m := alice.await("msg"); m.num("seq") != int64(i+1) {
+			t.Fatalf("got %v, want seq %d", m, i+1)
+		}
+	}
+	_ = alice.conn.Close()
+	waitFor(t, func() bool { return metricValue(t, s, "nbchat_rooms") == "0" })
+
+	bob := connect(t, s.Addr(), "bob", "")
+	bob.send(`{"type":"join","room":"archive","since":1,"id":"back"}`)
+	if j := bob.expect("joined"); j["recovered"] != true || j.num("seq") != 3 {
+		t.Fatalf("joined %v, want recovered:true seq 3", j)
+	}
+	for want := int64(2); want <= 3; want++ {
+		if m := bob.expect("msg"); m.num("seq") != want || m.str("text") != fmt.Sprintf("m%d", want-1) {
+			t.Fatalf("got %v, want seq %d", m, want)
+		}
+	}
+	bob.send(`{"type":"msg","room":"archive","text":"after"}`)
+	if m := bob.await("msg"); m.num("seq") != 4 {
+		t.Fatalf("got %v, want seq 4 after the room came back", m)
+	}
 }

@@ -50,6 +50,14 @@ type Config struct {
 	// OfflineTTL is how long a user's direct messages and recent message
 	// ids outlive its last connection. Default 1h.
 	OfflineTTL time.Duration
+	// RoomTTL is how long an empty room stays in memory once every message
+	// it numbered is in the Store; the next join reads its seq and history
+	// back. Without a store, or in a cluster, an empty room stays while it
+	// keeps history. Default 1h; negative: never.
+	RoomTTL time.Duration
+	// SweepInterval is how often expired history, idle rooms and departed
+	// users are dropped, counted in PresenceIntervals. Default 10s.
+	SweepInterval time.Duration
 	// Store, if set, keeps messages on disk: a message is shown and
 	// acknowledged only once stored, and seqs continue after a restart.
 	Store *store.Store
@@ -99,6 +107,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OfflineTTL == 0 {
 		c.OfflineTTL = time.Hour
+	}
+	if c.RoomTTL == 0 {
+		c.RoomTTL = time.Hour
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -265,11 +279,12 @@ func (h *Hub) allRooms() []*Room {
 	return rooms
 }
 
-// sweepRooms drops expired history and rooms left with nothing.
+// sweepRooms drops expired history, rooms left with nothing and rooms
+// empty for RoomTTL whose history the store has.
 func (h *Hub) sweepRooms(now int64) {
 	cutoff := now - h.cfg.HistoryAge.Milliseconds()
 	for _, r := range h.allRooms() {
-		if r.sweep(cutoff) {
+		if r.sweep(cutoff, now) {
 			h.remove(r)
 		}
 	}

@@ -9,10 +9,6 @@ func (h *Hub) queuePresence(r *Room) {
 	h.pmu.Unlock()
 }
 
-// sweepInterval is how often expired history, idle rooms and departed
-// users are dropped.
-const sweepInterval = 10 * time.Second
-
 // presenceLoop sends coalesced presence once per interval, and sweeps. One
 // goroutine serves every room, so big rooms cost no goroutine of their own.
 func (h *Hub) presenceLoop() {
@@ -20,7 +16,7 @@ func (h *Hub) presenceLoop() {
 	t := time.NewTicker(h.cfg.PresenceInterval)
 	defer t.Stop()
 	var batch []*Room
-	sweepEvery := max(1, int(sweepInterval/h.cfg.PresenceInterval))
+	sweepEvery := max(1, int(h.cfg.SweepInterval/h.cfg.PresenceInterval))
 	for tick := 1; ; tick++ {
 		select {
 		case <-h.stop:

@@ -49,6 +49,9 @@ type Room struct {
 	presenceSent   int    // joins and leaves sent one by one in that tick
 	presenceHot    uint32 // the last tick that sent coalesced names (0: none)
 
+	// idleSince is when a sweep first found the room empty (0: it is not).
+	idleSince int64
+
 	// In a cluster (see cluster.go): owner is the node that orders the
 	// room, "" for this one. An owned room also has members on other
 	// nodes (remotes, by node, then name); total counts every member.
@@ -135,6 +138,7 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 		r.names.ReplaceOrInsert(m.Name())
 		r.total++
 		r.count.Store(int32(r.total))
+		r.idleSince = 0
 		r.presenceLocked(m.Name(), m, protocol.EventJoin)
 	}
 	rec := protocol.RecoveryNone
@@ -339,8 +343,8 @@ func (r *Room) History(m Member, before int64, limit int, ref []byte) *protocol.
 }
 
 // sweep drops history older than cutoff, and reports whether the room is
-// empty with nothing kept, so it can go.
-func (r *Room) sweep(cutoff int64) bool {
+// empty with nothing kept, or evictable at now, so it can go.
+func (r *Room) sweep(cutoff, now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hist.expire(cutoff)
@@ -351,11 +355,32 @@ func (r *Room) sweep(cutoff int64) bool {
 		}
 		return false
 	}
-	if r.total == 0 && r.hist.n == 0 && len(r.pending) == 0 {
+	if r.total > 0 || len(r.pending) > 0 {
+		r.idleSince = 0
+		return false
+	}
+	if r.hist.n == 0 || r.evictable(now) {
+		// Once evicted, the next join starts a new room that loads seq
+		// and history from the store, as after a restart.
 		r.gone.Store(true)
+		r.hist.clear()
 		return true
 	}
 	return false
+}
+
+// evictable reports whether an empty room has been so for RoomTTL and
+// every message it numbered is on disk. In a cluster a room stays: its
+// owner answers claims from memory. r.mu must be held.
+func (r *Room) evictable(now int64) bool {
+	cfg := &r.hub.cfg
+	if cfg.Store == nil || cfg.Cluster != nil || cfg.RoomTTL < 0 || r.durable != r.seq {
+		return false
+	}
+	if r.idleSince == 0 {
+		r.idleSince = now
+	}
+	return now-r.idleSince >= cfg.RoomTTL.Milliseconds()
 }
 
 // broadcastLocked queues f to every member, on this node and others, and

@@ -58,3 +58,101 @@ func TestStoredRoomShowsMessagesOnceDurableAndContinuesAfterRestart(t *testing.T
 		t.Fatalf("recovered %v after restart, want 3..5", got)
 	}
 }
+
+// TestEmptyStoredRoomLeavesMemoryAndComesBack: a room empty for RoomTTL
+// whose messages are all stored is dropped from memory; the next join
+// reads seq and history back, so recovery and numbering go on as if it
+// had stayed.
+func TestEmptyStoredRoomLeavesMemoryAndComesBack(t *testing.T) {
+	st, err := store.Open(t.TempDir(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newHub(t, Config{Store: st, HistorySize: 100, RoomTTL: time.Minute})
+	alice := newFake("alice")
+	register(h, "alice", alice)
+	r := mustJoin(h, alice, []byte("lobby"), nil)
+	for range 5 {
+		if err := publish(r, alice, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var got []uint64
+	for len(got) < 5 && time.Now().Before(deadline) {
+		got = append(got, seqsOf(alice.events(t), "msg")...)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(got) != 5 {
+		t.Fatalf("delivered %v, want 5 stored messages", got)
+	}
+	r.Drop(alice)
+
+	now := time.Now().UnixMilli()
+	h.sweepRooms(now)
+	if h.Find([]byte("lobby")) != r {
+		t.Fatal("an empty room left memory before RoomTTL")
+	}
+	h.sweepRooms(now + time.Minute.Milliseconds() - 1)
+	if h.Find([]byte("lobby")) != r {
+		t.Fatal("an empty room left memory before RoomTTL")
+	}
+	h.sweepRooms(now + time.Minute.Milliseconds())
+	if h.Find([]byte("lobby")) != nil {
+		t.Fatal("an empty stored room stayed in memory past RoomTTL")
+	}
+	if n := h.Stats().Rooms; n != 0 {
+		t.Fatalf("%d rooms counted after the eviction, want 0", n)
+	}
+
+	bob := newFake("bob")
+	register(h, "bob", bob)
+	r2, jerr := h.Join(bob, []byte("lobby"), nil, 2)
+	if jerr != nil {
+		t.Fatal(jerr)
+	}
+	evs := bob.events(t)
+	if evs[0].Seq != 5 || !evs[0].Recovered {
+		t.Fatalf("joined after eviction %+v, want seq 5 recovered", evs[0])
+	}
+	if got := seqsOf(evs, "msg"); !slices.Equal(got, span(3, 5)) {
+		t.Fatalf("recovered %v after eviction, want 3..5", got)
+	}
+	if seq, err := r2.Publish(bob, []byte("y"), nil); err != nil || seq != 6 {
+		t.Fatalf("seq after eviction %d (%v), want 6", seq, err)
+	}
+}
+
+// TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff: without a store the
+// room's history lives only in memory, so it stays; a negative RoomTTL
+// keeps stored rooms too.
+func TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff(t *testing.T) {
+	st, err := store.Open(t.TempDir(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, cfg := range []Config{
+		{HistorySize: 10, RoomTTL: time.Minute},
+		{Store: st, HistorySize: 10, RoomTTL: -1},
+	} {
+		h := newHub(t, cfg)
+		alice := newFake("alice")
+		r := mustJoin(h, alice, []byte("lobby"), nil)
+		if err := publish(r, alice, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(seqsOf(alice.events(t), "msg")) == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		r.Drop(alice)
+		now := time.Now().UnixMilli()
+		h.sweepRooms(now)
+		h.sweepRooms(now + time.Hour.Milliseconds())
+		if h.Find([]byte("lobby")) != r {
+			t.Fatalf("store %v, RoomTTL %v: the room left memory", cfg.Store != nil, cfg.RoomTTL)
+		}
+	}
+}
