@@ -567,3 +567,37 @@ func TestEncodeLargeNotPooled(t *testing.T) {
 		t.Errorf("small frame after big: %s", p)
 	}
 }
+
+// TestFrameCompact: a frame only its caller holds is copied into a buffer
+// of its own size with the same bytes; a shared one is left alone, and so
+// is one that fills most of its buffer.
+func TestFrameCompact(t *testing.T) {
+	f := protocol.Msg("lobby", "alice", []byte("short"), 1, 2)
+	want, payload := bytes.Clone(f.Bytes()), bytes.Clone(f.Payload())
+	f.Retain(1) // queued to a connection
+	if c := f.Compact(); c != nil {
+		t.Fatal("a frame still queued was compacted")
+	}
+	f.Release()
+	c := f.Compact()
+	if c == nil || c == f {
+		t.Fatalf("Compact = %p for a lone short frame %p, want a copy", c, f)
+	}
+	f.Release()
+	for i := range 100 { // reuse f's buffer
+		protocol.Msg("other", "bob", []byte(strings.Repeat("z", i)), uint64(i), 3).Release()
+	}
+	if !bytes.Equal(c.Bytes(), want) || !bytes.Equal(c.Payload(), payload) {
+		t.Fatalf("compacted frame %q, want %q", c.Bytes(), want)
+	}
+	if cap(c.Bytes()) >= 2*len(want) {
+		t.Fatalf("compacted frame of %d bytes has room for %d", len(want), cap(c.Bytes()))
+	}
+	c.Release()
+
+	big := protocol.Msg("lobby", "alice", []byte(strings.Repeat("y", 400)), 1, 2)
+	if c := big.Compact(); c != big {
+		t.Fatal("a frame filling its buffer was copied")
+	}
+	big.Release()
+}

@@ -39,7 +39,12 @@ type Frame struct {
 	z   atomic.Pointer[Frame]
 }
 
-var framePool = sync.Pool{New: func() any { return &Frame{buf: make([]byte, headroom, 512)} }}
+// pooledCap is the capacity of a pooled frame's buffer; frames with less
+// (see Compact) are left to the garbage collector, so the pool keeps
+// buffers that fit a typical message.
+const pooledCap = 512
+
+var framePool = sync.Pool{New: func() any { return &Frame{buf: make([]byte, headroom, pooledCap)} }}
 
 // newFrame returns an empty frame holding one reference, with buf ready for
 // the payload to be appended.
@@ -86,6 +91,24 @@ func (f *Frame) Bytes() []byte { return f.buf[f.off:] }
 // Payload returns the frame's payload.
 func (f *Frame) Payload() []byte { return f.buf[headroom:] }
 
+// Compact returns a copy of f in a buffer of its own length, holding one
+// reference, for a frame kept long (history) whose pooled buffer is mostly
+// unused: a 200-byte message sits in 512 bytes. It returns f itself if a
+// copy would not save a size class, and nil if f is held by anyone but the
+// caller, who must make sure no one can Retain f meanwhile.
+func (f *Frame) Compact() *Frame {
+	if f.refs.Load() != 1 {
+		return nil
+	}
+	if 2*len(f.buf) > cap(f.buf) {
+		return f
+	}
+	c := &Frame{buf: make([]byte, len(f.buf)), off: f.off}
+	copy(c.buf, f.buf)
+	c.refs.Store(1)
+	return c
+}
+
 // Retain adds n references; each must be matched by a Release.
 func (f *Frame) Retain(n int) { f.refs.Add(int32(n)) }
 
@@ -96,7 +119,7 @@ func (f *Frame) Release() {
 		if z := f.z.Swap(nil); z != nil && z != f {
 			z.Release()
 		}
-		if cap(f.buf) <= maxPooledFrame {
+		if c := cap(f.buf); c >= pooledCap && c <= maxPooledFrame {
 			framePool.Put(f)
 		}
 	case n < 0:

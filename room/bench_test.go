@@ -3,6 +3,8 @@ package room
 import (
 	"fmt"
 	"testing"
+
+	"nbchat/protocol"
 )
 
 // BenchmarkBroadcast publishes into rooms of counting members. The timer
@@ -66,4 +68,19 @@ func BenchmarkDM(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkHistoryCompact is the sweep's cost per kept message moved out of
+// its pooled buffer (done once per message, off the send path).
+func BenchmarkHistoryCompact(b *testing.B) {
+	text := []byte("a typical chat line of some sixty bytes, give or take a few.")
+	var hist history
+	hist.max = 1000
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s := uint64(i + 1)
+		hist.add(protocol.Msg("bench", "alice", text, s, 1763770000123), s, 0)
+		hist.compact()
+	}
+	hist.clear()
 }

@@ -12,6 +12,8 @@ type history struct {
 	n     int
 	first uint64 // seq of the oldest entry
 	max   int
+	// compacted is the seq below which entries were given to compact.
+	compacted uint64
 }
 
 type histEntry struct {
@@ -75,7 +77,26 @@ func (h *history) clear() {
 	for h.n > 0 {
 		h.dropOldest()
 	}
-	h.buf, h.start = nil, 0
+	h.buf, h.start, h.compacted = nil, 0, 0
+}
+
+// compact moves entries added since the last call out of their pooled
+// buffers into ones of their own size, stopping at the first still queued
+// to a connection (it is tried again next time). The caller holds the lock
+// every Retain of a kept frame happens under.
+func (h *history) compact() {
+	for s := max(h.compacted, h.first); s < h.next(); s++ {
+		e := h.at(s)
+		c := e.f.Compact()
+		if c == nil {
+			return
+		}
+		if c != e.f {
+			e.f.Release()
+			e.f = c
+		}
+		h.compacted = s + 1
+	}
 }
 
 // next returns the seq the next entry would get, first+n.

@@ -248,3 +248,41 @@ func TestDMToUserWhoJustLeftIsKept(t *testing.T) {
 		t.Fatalf("after OfflineTTL: err %v, want no_such_user", err)
 	}
 }
+
+// TestHistoryCompactsFramesNoLongerQueued: kept frames move into buffers of
+// their own size once no connection's queue holds them; one still queued
+// stops the pass and is compacted on a later one, and replays are the same
+// bytes throughout.
+func TestHistoryCompactsFramesNoLongerQueued(t *testing.T) {
+	var hist history
+	hist.max = 10
+	var want [][]byte
+	for s := uint64(1); s <= 3; s++ {
+		f := protocol.Msg("r", "a", []byte("x"), s, 0)
+		want = append(want, slices.Clone(f.Bytes()))
+		hist.add(f, s, 0)
+	}
+	queued := hist.at(2).f
+	queued.Retain(1)
+	hist.compact()
+	small := func(s uint64) bool { b := hist.at(s).f.Bytes(); return cap(b) < 2*len(b) }
+	if !small(1) || small(2) || small(3) {
+		t.Fatalf("after a pass with seq 2 queued: compact %v %v %v, want true false false", small(1), small(2), small(3))
+	}
+	queued.Release()
+	hist.compact()
+	if !small(2) || !small(3) {
+		t.Fatal("frames no longer queued were not compacted on the next pass")
+	}
+	m := newFake("m")
+	hist.since(m, 0)
+	for s := uint64(1); s <= 3; s++ {
+		if got := hist.at(s).f.Bytes(); !slices.Equal(got, want[s-1]) {
+			t.Fatalf("seq %d is %q after compaction, want %q", s, got, want[s-1])
+		}
+	}
+	if got := seqsOf(m.events(t), "msg"); !slices.Equal(got, span(1, 3)) {
+		t.Fatalf("replay after compaction gave %v", got)
+	}
+	hist.clear()
+}

@@ -348,6 +348,7 @@ func (r *Room) sweep(cutoff, now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hist.expire(cutoff)
+	r.hist.compact()
 	if r.owner != "" {
 		if len(r.members) == 0 && len(r.joining) == 0 {
 			r.gone.Store(true)

@@ -474,6 +474,7 @@ func (h *Hub) sweepUsers(now int64) {
 		for name, u := range s.users {
 			u.mu.Lock()
 			u.inbox.expire(cutoff)
+			u.inbox.compact()
 			if u.member == nil && u.offlineAt < gone && len(u.pending) == 0 {
 				u.inbox.clear()
 				delete(s.users, name)
