@@ -79,7 +79,7 @@ func run(args []string) error {
 	fs.StringVar(&dataDir, "data", "./data", `directory for the message store ("": history in memory only)`)
 	fs.IntVar(&cfg.Room.HistorySize, "history", 1000, "messages each room keeps for history and recovery (-1: none)")
 	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")
-	fs.DurationVar(&cfg.Room.RoomTTL, "room-ttl", time.Hour, "an empty room leaves memory after this long once its messages are on disk; the next join reads them back (0: never; single node with -data only)")
+	fs.DurationVar(&cfg.Room.RoomTTL, "room-ttl", time.Hour, "an empty room leaves memory after this long once its messages are on disk; the next join reads them back (0: never; needs -data)")
 	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
 	fs.IntVar(&cfg.Room.DMHistory, "dm-history", 200, "direct messages each user keeps for recovery (-1: none)")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "nbio poller goroutines (0: one per two CPUs)")

@@ -273,6 +273,7 @@ func (n *Node) Leave() {
 	view := *n.view.Load()
 	others := slices.DeleteFunc(slices.Clone(view), func(s string) bool { return s == n.name })
 	if len(others) > 0 {
+		n.hub.RestoreOwned() // while this node still owns them
 		n.setView(others)
 		n.hub.Rehome(nil)
 		deadline := time.Now().Add(n.cfg.Timeout)

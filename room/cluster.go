@@ -363,6 +363,7 @@ func (r *Room) claimAfterLocked(failover bool) {
 		}
 		r.seq = rep.Seq
 		r.durable = r.seq
+		r.claimedUpTo = r.seq
 	}
 	r.synced = true
 	r.joining = nil
@@ -383,7 +384,7 @@ func (r *Room) claimAfterLocked(failover bool) {
 func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 	r := h.Find([]byte(name))
 	if r == nil {
-		return ClaimReply{}
+		return h.storedClaimReply(name)
 	}
 	// Messages numbered but not yet stored must be shown first, or the
 	// new owner would number them again.
@@ -441,6 +442,58 @@ func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 		r.resyncLocked()
 	}
 	return rep
+}
+
+// storedClaimReply answers a claim for a room not in memory: one this
+// node owned and let go of when it emptied (RoomTTL) has its seq and
+// history in the store.
+func (h *Hub) storedClaimReply(name string) ClaimReply {
+	if h.cfg.Store == nil {
+		return ClaimReply{}
+	}
+	seq, entries, err := h.cfg.Store.Load("r/"+name, max(h.cfg.HistorySize, 0))
+	if err != nil {
+		h.cfg.Logger.Error("loading history for a claim", "room", name, "err", err)
+	}
+	rep := ClaimReply{Seq: seq}
+	for _, e := range entries {
+		rep.Hist = append(rep.Hist, HistEntry{Seq: e.Seq, TS: e.TS, Payload: e.Payload})
+	}
+	return rep
+}
+
+// RestoreOwned brings back into memory the stored rooms this node owns
+// that left it when they emptied, so that a node leaving the cluster hands
+// them over with the rest (see Rehome).
+func (h *Hub) RestoreOwned() {
+	c, st := h.cfg.Cluster, h.cfg.Store
+	if c == nil || st == nil {
+		return
+	}
+	h.leaving.Store(true) // and none leaves memory again before it is handed over
+	keys, err := st.Streams("r/")
+	if err != nil {
+		h.cfg.Logger.Error("listing stored rooms", "err", err)
+	}
+	for _, key := range keys {
+		name := strings.TrimPrefix(key, "r/")
+		if c.RoomOwner(name) != "" {
+			continue
+		}
+		s := &h.rooms[fnv32a(name)&h.mask]
+		s.mu.Lock()
+		if r := s.rooms[name]; r == nil || r.gone.Load() {
+			if r == nil {
+				h.roomCount.Add(1)
+			}
+			r = newRoom(h, s, name)
+			// Its last owner was this node, and everything it numbered is
+			// in the store it came from: nothing to claim.
+			r.claimed = true
+			s.rooms[name] = r
+		}
+		s.mu.Unlock()
+	}
 }
 
 // addRemoteLocked records name as a member on node. It reports false if

@@ -51,9 +51,9 @@ type Config struct {
 	// ids outlive its last connection. Default 1h.
 	OfflineTTL time.Duration
 	// RoomTTL is how long an empty room stays in memory once every message
-	// it numbered is in the Store; the next join reads its seq and history
-	// back. Without a store, or in a cluster, an empty room stays while it
-	// keeps history. Default 1h; negative: never.
+	// it keeps is in the Store; the next join (or, in a cluster, the next
+	// claim) reads its seq and history back. Without a store an empty room
+	// stays while it keeps history. Default 1h; negative: never.
 	RoomTTL time.Duration
 	// SweepInterval is how often expired history, idle rooms and departed
 	// users are dropped, counted in PresenceIntervals. Default 10s.
@@ -136,6 +136,9 @@ type Hub struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// leaving is set when this node hands its rooms over before it goes.
+	leaving atomic.Bool
 
 	roomCount  atomic.Int64
 	deliveries atomic.Uint64

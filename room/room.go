@@ -51,6 +51,9 @@ type Room struct {
 
 	// idleSince is when a sweep first found the room empty (0: it is not).
 	idleSince int64
+	// claimedUpTo is the last seq a claim took from another node: messages
+	// up to it are not in this node's store.
+	claimedUpTo uint64
 
 	// In a cluster (see cluster.go): owner is the node that orders the
 	// room, "" for this one. An owned room also has members on other
@@ -370,12 +373,18 @@ func (r *Room) sweep(cutoff, now int64) bool {
 	return false
 }
 
-// evictable reports whether an empty room has been so for RoomTTL and
-// every message it numbered is on disk. In a cluster a room stays: its
-// owner answers claims from memory. r.mu must be held.
+// evictable reports whether an empty room has been so for RoomTTL and its
+// seq and every message it keeps are in this node's store. In a cluster
+// the owner answers a claim for an evicted room from the store
+// (Relinquish) and brings its evicted rooms back before it leaves
+// (RestoreOwned); history a claim brought from another node is only in
+// memory, so the room stays until that has aged out. r.mu must be held.
 func (r *Room) evictable(now int64) bool {
 	cfg := &r.hub.cfg
-	if cfg.Store == nil || cfg.Cluster != nil || cfg.RoomTTL < 0 || r.durable != r.seq {
+	if cfg.Store == nil || cfg.RoomTTL < 0 || r.durable != r.seq {
+		return false
+	}
+	if cfg.Cluster != nil && (!r.claimed || r.hub.leaving.Load() || r.hist.first <= r.claimedUpTo) {
 		return false
 	}
 	if r.idleSince == 0 {

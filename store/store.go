@@ -12,6 +12,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -153,6 +154,19 @@ func (s *Store) Load(key string, n int) (uint64, []Entry, error) {
 		out[i], out[j] = out[j], out[i]
 	}
 	return seq, out, err
+}
+
+// Streams returns the keys of the stored streams that start with prefix.
+func (s *Store) Streams(prefix string) ([]string, error) {
+	var keys []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketSeqs).Cursor()
+		for k, _ := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, _ = c.Next() {
+			keys = append(keys, string(k))
+		}
+		return nil
+	})
+	return keys, err
 }
 
 // run is the committer: one transaction per batch of queued records.

@@ -106,3 +106,25 @@ func TestOpenFailsWhileAnotherProcessHoldsTheStore(t *testing.T) {
 		t.Fatal("opened a store that is in use")
 	}
 }
+
+func TestStreamsListsKeysByPrefix(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"r/b", "u/alice", "r/a", "rx"} {
+		appendN(st, &stream{key: key}, 1, 1)
+	}
+	if err := st.Close(); err != nil { // commits what is queued
+		t.Fatal(err)
+	}
+	st, err = Open(dir, 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got, err := st.Streams("r/"); err != nil || !slices.Equal(got, []string{"r/a", "r/b"}) {
+		t.Fatalf(`Streams("r/") = %v, %v; want [r/a r/b]`, got, err)
+	}
+}
