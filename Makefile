@@ -5,7 +5,7 @@ ADDR    ?= 127.0.0.1:8080
 PKGS    := ./...
 FUZZTIME ?= 30s
 
-.PHONY: help run build nats-server cluster test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max loadtest-cluster check clean
+.PHONY: help run build nats-server cluster test test-short bench lint fmt vet deps fuzz fuzz-short loadtest loadtest-max loadtest-cluster soak check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ nats-server: ## build the NATS server from the Go module proxy into bin/nats-ser
 cluster: nats-server build ## a NATS server and three nodes on 127.0.0.1:9101-9103; Ctrl-C stops them
 	loadtest/cluster.sh -serve
 
-test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs and reconnect storms (sockets closed or left silent) on one node and on a 3-node cluster
+test: lint deps ## vet, format check, every test with the race detector, load-test smoke runs and reconnect storms (sockets closed or left silent) on one node and on a 3-node cluster, a leak check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 # allocation guards again without -race, where sync.Pool is exact
 	$(GO) test -count=1 -run 'NoAlloc|Allocs|DoesNotAllocate' ./protocol ./room ./loop ./loadtest
@@ -34,6 +34,8 @@ test: lint deps ## vet, format check, every test with the race detector, load-te
 	loadtest/cluster.sh -preset smoke -progress lines -out reports/smoke-cluster
 	loadtest/cluster.sh -preset smoke -scenario storm -progress lines -out reports/storm-smoke-cluster
 	loadtest/cluster.sh -preset smoke -scenario storm -storm-silent -progress lines -out reports/storm-silent-smoke-cluster
+# the server is back where it started after each wave of scenarios (leaks)
+	WAVES=2 loadtest/soak.sh
 
 test-short: ## the tests without the race detector
 	$(GO) test -count=1 $(PKGS)
@@ -75,6 +77,9 @@ fuzz-short: ## run each fuzz target for a fixed number of inputs, about 10 s eac
 
 loadtest: ## start a server and run the default load test (10,000 connections, ~2 min); report in reports/default
 	loadtest/with-server.sh -preset default -out reports/default
+
+soak: ## leak check: 5 waves of every scenario against one server, which must be back where it started after each (about 7 min)
+	WAVES=5 loadtest/soak.sh
 
 loadtest-max: ## the 19,000-connection idle, one-big-room and many-rooms scenarios
 	loadtest/with-server.sh -preset idle19k -out reports/idle19k

@@ -79,6 +79,7 @@ func run(args []string) error {
 	fs.StringVar(&dataDir, "data", "./data", `directory for the message store ("": history in memory only)`)
 	fs.IntVar(&cfg.Room.HistorySize, "history", 1000, "messages each room keeps for history and recovery (-1: none)")
 	fs.DurationVar(&cfg.Room.HistoryAge, "history-age", 24*time.Hour, "drop kept messages older than this")
+	fs.DurationVar(&cfg.Room.OfflineTTL, "user-ttl", time.Hour, "how long a user's direct messages and recent message ids stay in memory after its last connection (with -data its direct messages stay on disk)")
 	fs.DurationVar(&cfg.Room.RoomTTL, "room-ttl", time.Hour, "an empty room leaves memory after this long once its messages are on disk; the next join reads them back (0: never; needs -data)")
 	fs.IntVar(&cfg.Room.JoinHistory, "join-history", 50, "recent messages sent after joined (-1: none)")
 	fs.IntVar(&cfg.Room.DMHistory, "dm-history", 200, "direct messages each user keeps for recovery (-1: none)")
@@ -96,6 +97,9 @@ func run(args []string) error {
 			return nil
 		}
 		return err
+	}
+	if cfg.Room.OfflineTTL <= 0 {
+		return fmt.Errorf("-user-ttl must be positive")
 	}
 	if cfg.Room.RoomTTL == 0 {
 		cfg.Room.RoomTTL = -1 // the hub's 0 means its default
