@@ -293,6 +293,20 @@ func (h *Hub) sweepRooms(now int64) {
 	}
 }
 
+// expireStreamsPerSweep bounds the streams one sweep looks at in the
+// store: 100,000 rooms and users are covered every quarter of an hour.
+const expireStreamsPerSweep = 1000
+
+// expireStored drops stored messages older than HistoryAge, which the
+// rooms and users in memory have already let go of.
+func (h *Hub) expireStored(now int64) {
+	if st := h.cfg.Store; st != nil {
+		if err := st.Expire(now-h.cfg.HistoryAge.Milliseconds(), expireStreamsPerSweep); err != nil {
+			h.cfg.Logger.Error("expiring stored messages", "err", err)
+		}
+	}
+}
+
 // Find returns the room called name, or nil.
 func (h *Hub) Find(name []byte) *Room {
 	s := &h.rooms[fnv32a(name)&h.mask]

@@ -27,6 +27,7 @@ func (h *Hub) presenceLoop() {
 			now := time.Now().UnixMilli()
 			h.sweepRooms(now)
 			h.sweepUsers(now)
+			h.expireStored(now)
 		}
 		h.presenceTick.Add(1)
 		h.pmu.Lock()

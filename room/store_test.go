@@ -156,3 +156,33 @@ func TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepExpiresStoredMessages: the sweep drops stored messages older
+// than HistoryAge from disk too, keeping the room's seq.
+func TestSweepExpiresStoredMessages(t *testing.T) {
+	st, err := store.Open(t.TempDir(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newHub(t, Config{Store: st, HistorySize: 100, HistoryAge: time.Hour})
+	alice := newFake("alice")
+	r := mustJoin(h, alice, []byte("lobby"), nil)
+	for range 3 {
+		if err := publish(r, alice, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; n < 3 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		n += len(seqsOf(alice.events(t), "msg"))
+	}
+	h.expireStored(time.Now().UnixMilli())
+	if _, entries, _ := st.Load("r/lobby", 10); len(entries) != 3 {
+		t.Fatalf("%d stored messages after a sweep within HistoryAge, want 3", len(entries))
+	}
+	h.expireStored(time.Now().Add(2 * time.Hour).UnixMilli())
+	if seq, entries, _ := st.Load("r/lobby", 10); seq != 3 || len(entries) != 0 {
+		t.Fatalf("after HistoryAge: seq %d, %d stored messages; want seq 3 and none", seq, len(entries))
+	}
+}

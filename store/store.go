@@ -9,6 +9,8 @@
 // load while each message waits at most about one commit gap (10 ms).
 // A stream is told a record is durable only after its transaction is
 // synced; only then does the server show and acknowledge the message.
+// Each stream keeps its last messages (trim) and, through Expire, none older
+// than the history age; its last seq outlives them.
 package store
 
 import (
@@ -61,6 +63,9 @@ type Store struct {
 	in        chan Record
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// expireFrom is the stream the next Expire starts at (nil: the first).
+	expireFrom []byte
 }
 
 var (
@@ -171,6 +176,65 @@ func (s *Store) Streams(prefix string) ([]string, error) {
 		return nil
 	})
 	return keys, err
+}
+
+// Expire drops the stored messages older than cutoff (milliseconds since
+// the epoch) of up to limit streams, going on from where the previous call
+// stopped, so that calls made now and then cover every stream in turn
+// without one long transaction. A stream left with no message keeps its
+// last seq, so numbering never goes back. It must not be called
+// concurrently with itself.
+func (s *Store) Expire(cutoff int64, limit int) error {
+	var stale [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		streams := tx.Bucket(bucketStreams)
+		c := streams.Cursor()
+		k, _ := c.Seek(s.expireFrom)
+		for n := 0; k != nil && n < limit; k, _ = c.Next() {
+			n++
+			if b := streams.Bucket(k); b != nil {
+				if _, v := b.Cursor().First(); v == nil || entryTS(v) < cutoff {
+					stale = append(stale, bytes.Clone(k))
+				}
+			}
+		}
+		s.expireFrom = bytes.Clone(k) // nil at the end: start over
+		return nil
+	})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		streams := tx.Bucket(bucketStreams)
+		for _, key := range stale {
+			b := streams.Bucket(key)
+			if b == nil {
+				continue
+			}
+			c := b.Cursor()
+			k, v := c.First()
+			for ; k != nil && entryTS(v) < cutoff; k, v = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			if k == nil {
+				if err := streams.DeleteBucket(key); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// entryTS is the time a stored message was sent, in milliseconds since the
+// epoch; a value too short to hold it counts as expired.
+func entryTS(v []byte) int64 {
+	if len(v) < 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(v))
 }
 
 // run is the committer: one transaction per batch of queued records.
