@@ -60,6 +60,8 @@ for wave in $(seq "$waves"); do
 		# shellcheck disable=SC2086 # $s is a list of flags
 		if ! "$bin/loadtest" -url "ws://$addr/ws" -progress off -out "" $s >"$bin/run.log" 2>&1; then
 			cat "$bin/run.log"
+			echo "soak: the server's counters:"
+			curl -fsS "http://$addr/metrics" | grep -E '^nbchat_(closes|handshakes|accept|reuse|name_probes|errors)' || true
 			echo "soak: wave $wave: $s failed" >&2
 			exit 1
 		fi
