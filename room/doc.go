@@ -22,6 +22,15 @@
 // retains it once per member and each Send takes ownership of one reference.
 // Nothing is allocated per recipient.
 //
+// # Memory over time
+//
+// Kept messages move from their pooled buffers into ones of their own size
+// once no queue holds them (the sweep, every Config.SweepInterval). With a
+// Store, a room empty for Config.RoomTTL whose messages are all on disk
+// leaves memory and is read back by the next join, users go after
+// Config.OfflineTTL, and messages older than Config.HistoryAge leave the
+// disk as well as memory; each stream keeps its last seq.
+//
 // # Presence
 //
 // In rooms up to Config.PresenceLimit members, each join and leave is sent
