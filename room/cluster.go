@@ -239,17 +239,7 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 		if e.Op == OpLeave || e.Op == OpResync {
 			return
 		}
-		s := &h.rooms[fnv32a(e.Room)&h.mask]
-		s.mu.Lock()
-		r = s.rooms[e.Room]
-		if r == nil || r.gone.Load() {
-			if r == nil {
-				h.roomCount.Add(1)
-			}
-			r = newRoom(h, s, e.Room)
-			s.rooms[r.name] = r
-		}
-		s.mu.Unlock()
+		r, _ = roomFor(h, e.Room)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -480,19 +470,13 @@ func (h *Hub) RestoreOwned() {
 		if c.RoomOwner(name) != "" {
 			continue
 		}
-		s := &h.rooms[fnv32a(name)&h.mask]
-		s.mu.Lock()
-		if r := s.rooms[name]; r == nil || r.gone.Load() {
-			if r == nil {
-				h.roomCount.Add(1)
-			}
-			r = newRoom(h, s, name)
+		if r, created := roomFor(h, name); created {
 			// Its last owner was this node, and everything it numbered is
 			// in the store it came from: nothing to claim.
+			r.mu.Lock()
 			r.claimed = true
-			s.rooms[name] = r
+			r.mu.Unlock()
 		}
-		s.mu.Unlock()
 	}
 }
 

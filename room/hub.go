@@ -216,20 +216,8 @@ func fnv32a[T ~string | ~[]byte](s T) uint32 {
 // that is all of them), else the last Config.JoinHistory. Joining a room m
 // is already in answers joined again and changes nothing.
 func (h *Hub) Join(m Member, name, ref []byte, since int64) (*Room, *protocol.Error) {
-	s := &h.rooms[fnv32a(name)&h.mask]
 	for {
-		s.mu.Lock()
-		r := s.rooms[string(name)]
-		if r == nil || r.gone.Load() {
-			if r == nil {
-				// A gone room still in the map is replaced, not added:
-				// its remove then finds another room and counts nothing.
-				h.roomCount.Add(1)
-			}
-			r = newRoom(h, s, string(name))
-			s.rooms[r.name] = r
-		}
-		s.mu.Unlock()
+		r, _ := roomFor(h, name)
 		ok, err := r.join(m, ref, since)
 		if err != nil {
 			return nil, err
@@ -239,6 +227,25 @@ func (h *Hub) Join(m Member, name, ref []byte, since int64) (*Room, *protocol.Er
 		}
 		// The room emptied and went away between the lookup and the join.
 	}
+}
+
+// roomFor returns the live room called name, making it (with its seq and
+// history from the store) if there is none; created says it did. A gone
+// room still in the map is replaced, not added: its remove then finds
+// another room and counts nothing.
+func roomFor[T ~string | ~[]byte](h *Hub, name T) (r *Room, created bool) {
+	s := &h.rooms[fnv32a(name)&h.mask]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r = s.rooms[string(name)]; r != nil && !r.gone.Load() {
+		return r, false
+	}
+	if r == nil {
+		h.roomCount.Add(1)
+	}
+	r = newRoom(h, s, string(name))
+	s.rooms[r.name] = r
+	return r, true
 }
 
 // remove drops r from its shard once it has emptied.
