@@ -8,6 +8,23 @@ import (
 	"nbchat/store"
 )
 
+// publishShown has m publish n messages to r and returns the seqs of the
+// messages m is shown within 5 s (with a store, once they are stored).
+func publishShown(t *testing.T, r *Room, m *fakeMember, n int) []uint64 {
+	t.Helper()
+	for range n {
+		if err := publish(r, m, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []uint64
+	for deadline := time.Now().Add(5 * time.Second); len(got) < n && time.Now().Before(deadline); {
+		got = append(got, seqsOf(m.events(t), "msg")...)
+		time.Sleep(5 * time.Millisecond)
+	}
+	return got
+}
+
 // TestStoredRoomShowsMessagesOnceDurableAndContinuesAfterRestart runs a hub
 // on a real store: messages arrive in order once stored, and a new hub on
 // the same files continues the room's seq and history.
@@ -21,17 +38,7 @@ func TestStoredRoomShowsMessagesOnceDurableAndContinuesAfterRestart(t *testing.T
 	alice := newFake("alice")
 	register(h, "alice", alice)
 	r := mustJoin(h, alice, []byte("lobby"), nil)
-	for range 5 {
-		if err := publish(r, alice, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	var got []uint64
-	for len(got) < 5 && time.Now().Before(deadline) {
-		got = append(got, seqsOf(alice.events(t), "msg")...)
-		time.Sleep(5 * time.Millisecond)
-	}
+	got := publishShown(t, r, alice, 5)
 	if !slices.Equal(got, span(1, 5)) {
 		t.Fatalf("delivered %v, want 1..5 in order", got)
 	}
@@ -73,17 +80,7 @@ func TestEmptyStoredRoomLeavesMemoryAndComesBack(t *testing.T) {
 	alice := newFake("alice")
 	register(h, "alice", alice)
 	r := mustJoin(h, alice, []byte("lobby"), nil)
-	for range 5 {
-		if err := publish(r, alice, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	var got []uint64
-	for len(got) < 5 && time.Now().Before(deadline) {
-		got = append(got, seqsOf(alice.events(t), "msg")...)
-		time.Sleep(5 * time.Millisecond)
-	}
+	got := publishShown(t, r, alice, 5)
 	if len(got) != 5 {
 		t.Fatalf("delivered %v, want 5 stored messages", got)
 	}
@@ -140,12 +137,8 @@ func TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff(t *testing.T) {
 		h := newHub(t, cfg)
 		alice := newFake("alice")
 		r := mustJoin(h, alice, []byte("lobby"), nil)
-		if err := publish(r, alice, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(seqsOf(alice.events(t), "msg")) == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		if got := publishShown(t, r, alice, 1); len(got) != 1 {
+			t.Fatalf("delivered %v, want one message", got)
 		}
 		r.Drop(alice)
 		now := time.Now().UnixMilli()
@@ -168,14 +161,8 @@ func TestSweepExpiresStoredMessages(t *testing.T) {
 	h := newHub(t, Config{Store: st, HistorySize: 100, HistoryAge: time.Hour})
 	alice := newFake("alice")
 	r := mustJoin(h, alice, []byte("lobby"), nil)
-	for range 3 {
-		if err := publish(r, alice, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for n := 0; n < 3 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		n += len(seqsOf(alice.events(t), "msg"))
+	if got := publishShown(t, r, alice, 3); len(got) != 3 {
+		t.Fatalf("delivered %v, want 3 stored messages", got)
 	}
 	h.expireStored(time.Now().UnixMilli())
 	if _, entries, _ := st.Load("r/lobby", 10); len(entries) != 3 {
