@@ -7,7 +7,9 @@
 //   - nbhttp's accept goroutine runs guardedListener.Accept, which registers
 //     each plain connection with a poller itself (reuse.go: a reused fd
 //     number first waits, on a goroutine of its own, for its poller to
-//     finish older event batches).
+//     finish older event batches), holding it to nbhttp's MaxLoad but
+//     without nbhttp's parser, which a connection gets only if its first
+//     read is not a plain upgrade.
 //   - nbio's pollers (one per two CPUs by default) read sockets. A plain
 //     upgrade request is answered on the poller from the first read
 //     (fastupgrade.go); other HTTP requests go to nbhttp's executor. For an

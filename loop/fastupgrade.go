@@ -11,29 +11,45 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// onOpen is nbhttp's OnOpen hook, called for each accepted connection
-// before its poller reads it (guardedListener has already kept stale
-// events away from a reused fd number).
-func (s *Server) onOpen(c net.Conn) {
-	nbc, ok := c.(*nbio.Conn)
-	if !ok {
-		return // over TLS: does not apply
-	}
-	if s.first != nil {
-		s.first.mark(nbc.Hash())
-		s.opened.take(nbc.Hash()) // a new connection on this number
+// onOpen is called by register for each plain connection before its
+// poller reads it (guardedListener has already kept stale events away
+// from a reused fd number).
+func (s *Server) onOpen(nbc *nbio.Conn) {
+	s.first.mark(nbc.Hash())
+	s.opened.take(nbc.Hash()) // a new connection on this number
+}
+
+// onClose is nbhttp's OnClose hook: a plain connection gives back its
+// place under MaxLoad (register took it).
+func (s *Server) onClose(c net.Conn, _ error) {
+	if nbc, ok := c.(*nbio.Conn); ok && s.first != nil && nbc.IsTCP() {
+		s.plain.Add(-1)
 	}
 }
 
 // onData is nbio's data handler: where fastUpgrade is used, it may take a
-// connection's first read; the rest goes to the connection's own handler
-// (nbhttp's parser, then the WebSocket conn's Parse).
+// connection's first read, and a first read it does not take gets nbhttp's
+// parser; the rest goes to the connection's own handler (nbhttp's parser,
+// then the WebSocket conn's Parse).
 func (s *Server) onData(nbc *nbio.Conn, data []byte) {
 	handoffSeen(nbc)
-	if s.first != nil && s.first.take(nbc.Hash()) && s.tryFastUpgrade(nbc, data) {
-		return
+	if s.first != nil && s.first.take(nbc.Hash()) {
+		if s.tryFastUpgrade(nbc, data) {
+			return
+		}
+		if nbc.Session() == nil {
+			s.parseHTTP(nbc)
+		}
 	}
 	nbc.DataHandler()(nbc, data)
+}
+
+// parseHTTP gives a plain connection the parser nbhttp's own registration
+// would have (register leaves it out until a read needs it).
+func (s *Server) parseHTTP(nbc *nbio.Conn) {
+	hc := &nbhttp.Conn{Conn: nbc}
+	hc.Parser = nbhttp.NewParser(hc, s.engine, nbhttp.NewServerProcessor(), false, nbc.Execute)
+	nbc.SetSession(hc.Parser)
 }
 
 // tryFastUpgrade is fastUpgrade on the poller, which no panic may stop: a
@@ -61,12 +77,7 @@ func (s *Server) tryFastUpgrade(nbc *nbio.Conn, data []byte) (took bool) {
 // names owned by another node of a cluster, which are registered over
 // NATS.
 func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
-	p, ok := nbc.Session().(*nbhttp.Parser)
-	if !ok {
-		return false
-	}
-	hc, ok := p.Conn.(*nbhttp.Conn)
-	if !ok {
+	if nbc.Session() != nil {
 		return false
 	}
 	var h upgradeHead
@@ -84,7 +95,6 @@ func (s *Server) fastUpgrade(nbc *nbio.Conn, data []byte) bool {
 	if no.status != 0 {
 		return false
 	}
-	hc.Parser = nil // as takeOver does: nbhttp no longer parses this socket
 	s.m.fastUpgrades.Add(1)
 	s.open(a, nbc, nbc, string(h.key))
 	return true

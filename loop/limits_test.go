@@ -554,3 +554,66 @@ func TestShortHandshakeTimeoutSparesUpgraded(t *testing.T) {
 		t.Fatalf("of %d upgraded connections %d were closed (the handshake timeout) and %d did not answer a ping within 5s", n, closed, slow)
 	}
 }
+
+// A plain connection holds a place under MaxLoad from accept to close,
+// upgraded or not: past MaxLoad a new one is closed at once, and every
+// close, of an idle socket or of a WebSocket, gives its place back.
+func TestPlainConnectionsHeldToMaxLoad(t *testing.T) {
+	s := startServer(t, Config{MaxConns: 5})
+	limit := int64(s.engine.MaxLoad)
+	held := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.plain.Load() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d plain connections counted, want %d", s.plain.Load(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			_ = c.Close()
+		}
+	}()
+	for range limit - 1 {
+		idle = append(idle, dialFrom(t, "", s.Addr()))
+	}
+	held(limit - 1)
+	ws := connect(t, s.Addr(), "holder", "")
+	held(limit)
+
+	extra := dialFrom(t, "", s.Addr())
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a connection past MaxLoad was answered")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a connection past MaxLoad was kept open")
+	}
+	held(limit)
+
+	for _, c := range idle[:10] {
+		_ = c.Close()
+	}
+	idle = idle[10:]
+	_ = ws.conn.Close()
+	held(limit - 11)
+	if s.Conns() != 0 {
+		t.Fatalf("%d WebSocket connections after the only one closed", s.Conns())
+	}
+
+	// The places are usable: a page request (parsed by nbhttp) and an upgrade.
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + s.Addr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
+	c := connect(t, s.Addr(), "next", "")
+	c.send(`{"type":"ping","id":1}`)
+	c.expect("pong")
+}

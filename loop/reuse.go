@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/nbhttp"
 )
 
 // fd reuse guard: a workaround for a race in nbio v1.6.12 that dropped
@@ -229,16 +228,13 @@ func (l guardedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return c, err
 		}
-		g := l.s.reuse.Load()
-		if g == nil {
-			return c, nil // not started yet: nbhttp dups it
-		}
 		nbc, err := nbio.NBConn(c)
 		if err != nil {
 			_ = c.Close()
 			continue
 		}
-		if g.firstUse(nbc.Hash()) {
+		g := l.s.reuse.Load()
+		if g == nil || g.firstUse(nbc.Hash()) {
 			l.s.register(nbc)
 			continue
 		}
@@ -259,9 +255,13 @@ func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 	s.register(nbc)
 }
 
-// register hands nbc to nbhttp, as its accept loop would. nbhttp arms the
-// handshake deadline only after the socket is with a poller, which may
-// have upgraded it meanwhile and cleared the deadline already: then the
+// register hands a plain connection to its poller. It does what nbhttp's
+// registration does (count it against MaxLoad, arm the handshake deadline)
+// but leaves out nbhttp's parser: most first reads are plain upgrades that
+// fastUpgrade answers, so the parser is made only for the rest (onData).
+// The deadline can be armed only once the socket is with a poller (nbio's
+// timers need it), which may have upgraded it meanwhile and cleared the
+// deadline already: then the
 // deadline is cleared again, or it would close a healthy connection once
 // the handshake timeout passed (the janitor clears it too, but only a
 // second or two after the upgrade, too late for a short timeout).
@@ -272,7 +272,19 @@ func (s *Server) register(nbc *nbio.Conn) {
 		return
 	default:
 	}
-	s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: nbc}, nil, func() {})
+	// Past nbio's table (fd too high), AddConn would close it without
+	// calling onClose; a closed Conn not yet added does not either.
+	if s.plain.Add(1) > int64(s.engine.MaxLoad) || nbc.Hash() >= nbio.MaxOpenFiles {
+		s.plain.Add(-1)
+		_ = nbc.Close()
+		return
+	}
+	s.onOpen(nbc)
+	nbc.OnData(s.engine.DataHandler) // the session's Parse, once there is one (onData)
+	if _, err := s.engine.Engine.AddConn(nbc); err != nil {
+		return // closed, and onClose gave its place back
+	}
+	_ = nbc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if s.opened.take(nbc.Hash()) {
 		_ = nbc.SetReadDeadline(time.Time{})
 	}

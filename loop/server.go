@@ -219,6 +219,9 @@ type Server struct {
 	first *fdBits
 	// opened marks plain connections upgraded (see register).
 	opened *fdBits
+	// plain counts open plain TCP connections, which register holds to
+	// MaxLoad as nbhttp does for those it registers (over TLS).
+	plain atomic.Int64
 	// rate is MaxUpgradeRate's limiter; nil when off.
 	rate *upgradeRate
 
@@ -297,7 +300,7 @@ func New(cfg Config) (*Server, error) {
 		engineCfg.Addrs, engineCfg.AddrsTLS = nil, engineCfg.Addrs
 	}
 	s.engine = nbhttp.NewEngine(engineCfg)
-	s.engine.OnOpen(s.onOpen)
+	s.engine.OnClose(s.onClose)
 	if engineCfg.TLSConfig == nil {
 		s.first = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 		s.opened = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
