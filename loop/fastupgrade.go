@@ -33,6 +33,7 @@ func (s *Server) onClose(c net.Conn, _ error) {
 // then the WebSocket conn's Parse).
 func (s *Server) onData(nbc *nbio.Conn, data []byte) {
 	handoffSeen(nbc)
+	s.yields[nbc.Hash()%len(s.yields)].maybe()
 	if s.first != nil && s.first.take(nbc.Hash()) {
 		if s.tryFastUpgrade(nbc, data) {
 			return

@@ -219,6 +219,8 @@ type Server struct {
 	first *fdBits
 	// opened marks plain connections upgraded (see register).
 	opened *fdBits
+	// yields has one entry per poller (nbio's index: fd % pollers).
+	yields []pollerYield
 	// plain counts open plain TCP connections, which register holds to
 	// MaxLoad as nbhttp does for those it registers (over TLS).
 	plain atomic.Int64
@@ -235,8 +237,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, conns: newRegistry(), perIP: newIPConns(), stop: make(chan struct{}),
-		waiting: make(chan struct{}, maxBarrierWaiters),
-		rate:    newUpgradeRate(cfg.MaxUpgradeRate)}
+		waiting: make(chan struct{}, maxBarrierWaiters), yields: make([]pollerYield, max(cfg.Pollers, 1)),
+		rate: newUpgradeRate(cfg.MaxUpgradeRate)}
 	s.tick.Store(1)
 	var err error
 	onBroadcast := cfg.Room.OnBroadcast
