@@ -25,6 +25,18 @@ func publishShown(t *testing.T, r *Room, m *fakeMember, n int) []uint64 {
 	return got
 }
 
+// openStore opens a store in a temporary directory for the test. It is
+// closed after the test's hubs (cleanups run last-registered first).
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), 100, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
 // TestStoredRoomShowsMessagesOnceDurableAndContinuesAfterRestart runs a hub
 // on a real store: messages arrive in order once stored, and a new hub on
 // the same files continues the room's seq and history.
@@ -71,11 +83,7 @@ func TestStoredRoomShowsMessagesOnceDurableAndContinuesAfterRestart(t *testing.T
 // reads seq and history back, so recovery and numbering go on as if it
 // had stayed.
 func TestEmptyStoredRoomLeavesMemoryAndComesBack(t *testing.T) {
-	st, err := store.Open(t.TempDir(), 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	h := newHub(t, Config{Store: st, HistorySize: 100, RoomTTL: time.Minute})
 	alice := newFake("alice")
 	register(h, "alice", alice)
@@ -125,11 +133,7 @@ func TestEmptyStoredRoomLeavesMemoryAndComesBack(t *testing.T) {
 // room's history lives only in memory, so it stays; a negative RoomTTL
 // keeps stored rooms too.
 func TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff(t *testing.T) {
-	st, err := store.Open(t.TempDir(), 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	for _, cfg := range []Config{
 		{HistorySize: 10, RoomTTL: time.Minute},
 		{Store: st, HistorySize: 10, RoomTTL: -1},
@@ -153,11 +157,7 @@ func TestRoomStaysInMemoryWithoutStoreOrWhenTTLIsOff(t *testing.T) {
 // TestSweepExpiresStoredMessages: the sweep drops stored messages older
 // than HistoryAge from disk too, keeping the room's seq.
 func TestSweepExpiresStoredMessages(t *testing.T) {
-	st, err := store.Open(t.TempDir(), 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	h := newHub(t, Config{Store: st, HistorySize: 100, HistoryAge: time.Hour})
 	alice := newFake("alice")
 	r := mustJoin(h, alice, []byte("lobby"), nil)
