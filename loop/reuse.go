@@ -261,10 +261,10 @@ func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 // fastUpgrade answers, so the parser is made only for the rest (onData).
 // The deadline can be armed only once the socket is with a poller (nbio's
 // timers need it), which may have upgraded it meanwhile and cleared the
-// deadline already: then the
-// deadline is cleared again, or it would close a healthy connection once
-// the handshake timeout passed (the janitor clears it too, but only a
-// second or two after the upgrade, too late for a short timeout).
+// deadline already: then the deadline is cleared again, or it would close
+// a healthy connection once the handshake timeout passed (the janitor
+// clears it too, but only a second or two after the upgrade, too late for
+// a short timeout).
 func (s *Server) register(nbc *nbio.Conn) {
 	select {
 	case <-s.stop:
