@@ -1016,7 +1016,7 @@ func (h *Hub) OwnedRooms() int {
 // the owner's answer arrives, in order with the room's messages. r.mu must
 // be held.
 func (r *Room) joinViaOwnerLocked(m Member, ref []byte, since int64) *protocol.Error {
-	if _, ok := r.index[m]; !ok {
+	if _, ok := r.find(m); !ok {
 		if r.joining == nil {
 			r.joining = make(map[Member]struct{})
 		}

@@ -30,7 +30,7 @@ type Room struct {
 	// mu guards the fields below and orders broadcasts.
 	mu      sync.Mutex
 	members []Member       // fan-out order
-	index   map[Member]int // position of each member in members
+	index   map[Member]int // position of each member in members; nil in a small room (see find)
 	names   *btree.BTreeG[string]
 	seq     uint64 // the last seq given out
 	durable uint64 // the last seq stored and shown; seq when there is no store
@@ -98,7 +98,6 @@ func newRoom(h *Hub, s *roomShard, name string) *Room {
 		key:   "r/" + name,
 		hub:   h,
 		shard: s,
-		index: make(map[Member]int),
 		names: btree.NewWithFreeListG(16, lessString, nameNodes),
 		hist:  history{max: max(h.cfg.HistorySize, 0)},
 	}
@@ -201,13 +200,40 @@ func (r *Room) remove(m Member) bool {
 	return true
 }
 
+// Rooms of up to smallRoom members find one by scanning members: most rooms
+// are small, and the map would be the bigger part of such a room's memory.
+// A room keeps its map until it is down to half of that again.
+const smallRoom = 16
+
+// find returns m's position in members. r.mu must be held.
+func (r *Room) find(m Member) (int, bool) {
+	if r.index != nil {
+		i, ok := r.index[m]
+		return i, ok
+	}
+	for i, x := range r.members {
+		if x == m {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
 // addLocalLocked appends m, a connection on this node, to the fan-out
 // list; it reports false if m is in it already. r.mu must be held.
 func (r *Room) addLocalLocked(m Member) bool {
-	if _, ok := r.index[m]; ok {
+	if _, ok := r.find(m); ok {
 		return false
 	}
-	r.index[m] = len(r.members)
+	if r.index == nil && len(r.members) >= smallRoom {
+		r.index = make(map[Member]int, 2*len(r.members))
+		for i, x := range r.members {
+			r.index[x] = i
+		}
+	}
+	if r.index != nil {
+		r.index[m] = len(r.members)
+	}
 	r.members = append(r.members, m)
 	return true
 }
@@ -215,17 +241,22 @@ func (r *Room) addLocalLocked(m Member) bool {
 // dropLocalLocked takes m out of the fan-out list, moving the last member
 // into its place; it reports false if m was not in it. r.mu must be held.
 func (r *Room) dropLocalLocked(m Member) bool {
-	i, ok := r.index[m]
+	i, ok := r.find(m)
 	if !ok {
 		return false
 	}
 	last := len(r.members) - 1
 	moved := r.members[last]
 	r.members[i] = moved
-	r.index[moved] = i
 	r.members[last] = nil
 	r.members = r.members[:last]
-	delete(r.index, m)
+	if r.index != nil {
+		r.index[moved] = i
+		delete(r.index, m)
+		if len(r.members) <= smallRoom/2 {
+			r.index = nil
+		}
+	}
 	return true
 }
 
@@ -247,7 +278,7 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 		}
 		return 0, nil
 	}
-	if _, ok := r.index[m]; !ok {
+	if _, ok := r.find(m); !ok {
 		r.mu.Unlock()
 		return 0, errNotMember
 	}
@@ -337,7 +368,7 @@ func (r *Room) History(m Member, before int64, limit int, ref []byte) *protocol.
 		}
 		return nil
 	}
-	if _, ok := r.index[m]; !ok {
+	if _, ok := r.find(m); !ok {
 		return errNotMember
 	}
 	msgs, more := r.hist.page(before, limit)
@@ -442,7 +473,7 @@ func (r *Room) broadcastLocalLocked(f *protocol.Frame, except string) {
 // broadcastExceptLocked is broadcastLocked without one member.
 func (r *Room) broadcastExceptLocked(f *protocol.Frame, skip Member) {
 	n := len(r.members)
-	if _, ok := r.index[skip]; ok {
+	if _, ok := r.find(skip); ok {
 		n--
 	}
 	f.Retain(n)

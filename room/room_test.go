@@ -929,3 +929,74 @@ func TestPresenceLeftListIsBounded(t *testing.T) {
 		t.Fatal("no coalesced presence for 20 joins and leaves")
 	}
 }
+
+// TestMembershipAcrossRoomSizes grows a room well past the size at which it
+// indexes its members and empties it again, leaving in an order that moves
+// members around the fan-out list. At every size a member, and only a
+// member, may publish, and each message reaches exactly the members.
+func TestMembershipAcrossRoomSizes(t *testing.T) {
+	h := newHub(t, Config{})
+	const n = 3 * smallRoom
+	ms := make([]*fakeMember, n)
+	in := make([]bool, n)
+	var r *Room
+	step := 0
+	check := func(from int) {
+		t.Helper()
+		step++
+		text := fmt.Sprintf("step %d", step)
+		if err := publish(r, ms[from], []byte(text)); err != nil {
+			t.Fatalf("step %d: member %d: %v", step, from, err)
+		}
+		members := 0
+		for i, m := range ms {
+			if m == nil {
+				continue
+			}
+			got := 0
+			for _, ev := range m.events(t) {
+				if ev.Type == "msg" {
+					got++
+					if ev.Text != text {
+						t.Fatalf("step %d: %s got %q", step, m.name, ev.Text)
+					}
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[in[i]]; got != want {
+				t.Fatalf("step %d: %s (member: %v) got %d messages, want %d", step, m.name, in[i], got, want)
+			}
+			if in[i] {
+				members++
+			} else if err := publish(r, m, []byte("not a member")); err == nil || err.Code != protocol.CodeNotMember {
+				t.Fatalf("step %d: publish from %s, who left, = %v", step, m.name, err)
+			}
+		}
+		if r.Count() != members {
+			t.Fatalf("step %d: Count = %d, want %d", step, r.Count(), members)
+		}
+	}
+	for i := range ms {
+		ms[i] = newFake(userName(i))
+		r = mustJoin(h, ms[i], []byte("sizes"), nil)
+		in[i] = true
+		check(i)
+	}
+	if r.index == nil {
+		t.Fatalf("a room of %d members has no index", n)
+	}
+	// Leave in a shuffled order, so the last member keeps moving into a
+	// leaver's place; member 1 stays to the end to publish.
+	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+		if i == 1 {
+			continue
+		}
+		if !r.Leave(ms[i], nil) {
+			t.Fatalf("Leave of member %d reported false", i)
+		}
+		in[i] = false
+		check(1)
+	}
+	if r.index != nil {
+		t.Errorf("a room down to one member still keeps its index of %d", len(r.index))
+	}
+}
