@@ -69,34 +69,34 @@ var decoderPool = sync.Pool{New: func() any {
 
 // decoder is a resumable RFC 6455 server-side frame decoder. It is driven by one goroutine at a time.
 type decoder struct {
-	maxMessage int  // largest message payload in bytes (sum of fragments); 0 means 65536
-	allowRSV1  bool // permessage-deflate negotiated: RSV1 allowed on the first frame of a data message
+	err       error   // sticky, set with stage decStageFailed
+	remaining int     // payload bytes of the current frame not yet seen
+	msgSize   int     // declared payload bytes of the current message so far, current frame included
+	msg       *[]byte // pooled reassembly buffer; nil unless the message spans frames or feeds
+	ctl       *[]byte // pooled buffer for a control payload split across feeds; nil otherwise
 
-	stage uint8
-	err   error // sticky, set with stage decStageFailed
+	// The small fields last, so that a connection's decoder packs into 88 bytes.
+	maxMessage int32 // largest message payload in bytes (sum of fragments); 0 means 65536
+	allowRSV1  bool  // permessage-deflate negotiated: RSV1 allowed on the first frame of a data message
+	stage      uint8
 
 	// The current frame. hdr is a fixed array so a header split across reads needs no buffer.
-	hdr       [decMaxHeader]byte
-	hdrLen    int // header bytes gathered so far
-	hdrSize   int // full header size; known once hdrLen >= 2
-	fin       bool
-	rsv1      bool
-	opcode    byte
-	key       [4]byte
-	keyPos    int  // key index of the next payload byte, for a payload resumed across feeds
-	remaining int  // payload bytes of the frame not yet seen
-	resumed   bool // part of the payload came in an earlier feed and sits in msg or ctl
+	hdr     [decMaxHeader]byte
+	hdrLen  uint8 // header bytes gathered so far
+	hdrSize uint8 // full header size; known once hdrLen >= 2
+	fin     bool
+	rsv1    bool
+	opcode  byte
+	key     [4]byte
+	keyPos  uint8 // key index of the next payload byte, for a payload resumed across feeds
+	resumed bool  // part of the payload came in an earlier feed and sits in msg or ctl
 
 	// The current data message.
 	msgOpen       bool
 	msgText       bool
 	msgCompressed bool
-	checkUTF8     bool    // text and not compressed
-	msgSize       int     // declared payload bytes of the message so far, current frame included
-	msg           *[]byte // pooled reassembly buffer; nil unless the message spans frames or feeds
+	checkUTF8     bool // text and not compressed
 	utf8          utf8Stream
-
-	ctl *[]byte // pooled buffer for a control payload split across feeds; nil otherwise
 }
 
 // feed decodes every complete frame in data and calls h for each, in order.
@@ -139,7 +139,7 @@ func (d *decoder) feed(data []byte, h frameHandler) error {
 			n := min(d.remaining, len(data))
 			p := data[:n]
 			data = data[n:]
-			d.keyPos = xorMask(d.key, d.keyPos, p)
+			d.keyPos = uint8(xorMask(d.key, int(d.keyPos), p))
 			d.remaining -= n
 			d.resumed = true
 			if err := d.keep(p); err != nil {
@@ -192,7 +192,7 @@ func (d *decoder) readHeader(data []byte) (int, error) {
 	n := 0
 	if d.hdrLen < 2 {
 		n = copy(d.hdr[d.hdrLen:2], data)
-		d.hdrLen += n
+		d.hdrLen += uint8(n)
 		if d.hdrLen < 2 {
 			return n, nil
 		}
@@ -201,7 +201,7 @@ func (d *decoder) readHeader(data []byte) (int, error) {
 		}
 	}
 	m := copy(d.hdr[d.hdrLen:d.hdrSize], data[n:])
-	d.hdrLen += m
+	d.hdrLen += uint8(m)
 	n += m
 	if d.hdrLen < d.hdrSize {
 		return n, nil
@@ -277,7 +277,7 @@ func (d *decoder) startFrame() error {
 		if d.opcode == decOpContinuation {
 			size = d.msgSize
 		}
-		limit := d.maxMessage
+		limit := int(d.maxMessage)
 		if limit <= 0 {
 			limit = decDefaultMaxMessage
 		}
@@ -430,7 +430,7 @@ func xorMask(key [4]byte, pos int, b []byte) int {
 // piece (at most 3 bytes) over to the next.
 type utf8Stream struct {
 	carry [utf8.UTFMax]byte
-	n     int
+	n     uint8
 }
 
 // write checks p as the continuation of the stream and reports whether it can still be valid.
@@ -460,6 +460,6 @@ func (s *utf8Stream) write(p []byte) bool {
 	if !utf8.Valid(p[:end]) {
 		return false
 	}
-	s.n += copy(s.carry[:], p[end:])
+	s.n += uint8(copy(s.carry[:], p[end:]))
 	return true
 }

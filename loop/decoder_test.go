@@ -127,7 +127,7 @@ type decResult struct {
 
 // decConfig is the decoder configuration a case runs with.
 type decConfig struct {
-	maxMessage int
+	maxMessage int32
 	allowRSV1  bool
 }
 

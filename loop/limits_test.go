@@ -617,3 +617,11 @@ func TestPlainConnectionsHeldToMaxLoad(t *testing.T) {
 	c.send(`{"type":"ping","id":1}`)
 	c.expect("pong")
 }
+
+func TestSizeLimitsOverOneGiBAreRefused(t *testing.T) {
+	for _, cfg := range []Config{{MaxMessage: 1<<30 + 1}, {MaxPending: 1<<30 + 1}} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New accepted max message %d, max pending %d", cfg.MaxMessage, cfg.MaxPending)
+		}
+	}
+}

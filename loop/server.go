@@ -175,6 +175,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxPending > 1<<30 {
 		return fmt.Errorf("loop: max pending %d is over 1 GiB", c.MaxPending)
 	}
+	if c.MaxMessage > 1<<30 {
+		return fmt.Errorf("loop: max message %d is over 1 GiB", c.MaxMessage)
+	}
 	if c.MaxText > c.MaxMessage {
 		return fmt.Errorf("loop: max text %d is over the max message %d", c.MaxText, c.MaxMessage)
 	}

@@ -142,7 +142,7 @@ func (s *Server) admit(q query, ip netip.Addr, deflate, mayWait bool) (admitted,
 		rooms := allowedRooms // only then does a slice header go to the heap
 		c.allowed = &rooms
 	}
-	c.dec.maxMessage = s.cfg.MaxMessage
+	c.dec.maxMessage = int32(s.cfg.MaxMessage)
 	if deflate {
 		c.deflate, c.dec.allowRSV1 = true, true
 	}

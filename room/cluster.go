@@ -638,7 +638,10 @@ func (h *Hub) HandleNode(e *Envelope) {
 		for _, p := range e.Frames {
 			f := protocol.NewFrame(protocol.OpText, p)
 			if !u.attached {
-				u.early = append(u.early, f)
+				if u.pre == nil {
+					u.pre = &preAttach{}
+				}
+				u.pre.early = append(u.pre.early, f)
 			} else if u.member != nil {
 				u.member.Send(f)
 			} else {

@@ -28,6 +28,7 @@ type User struct {
 	// mu guards the fields below and orders direct messages.
 	mu       sync.Mutex
 	attached bool   // member has its welcome: deliver direct messages to it
+	remote   bool   // in a cluster: see pre
 	dmSeq    uint64 // the last seq given out
 	durable  uint64 // the last seq stored and delivered
 	inbox    history
@@ -35,11 +36,26 @@ type User struct {
 	ids      *idRing
 
 	// In a cluster, a user connected here whose owner is another node
-	// (remote) gets its welcome from the owner (welcome), and what arrives
-	// for it before Attach waits in early.
-	remote  bool
+	// (remote) gets its welcome from the owner, and what arrives for it
+	// before Attach waits with the welcome; nil when nothing waits.
+	pre *preAttach
+}
+
+// preAttach is what a user in a cluster holds until its Attach: apart from
+// User, whose every instance would otherwise carry its two slices.
+type preAttach struct {
 	welcome [][]byte
 	early   []*protocol.Frame
+}
+
+// takeEarly returns what arrived before Attach and forgets it all.
+func (u *User) takeEarly() []*protocol.Frame {
+	if u.pre == nil {
+		return nil
+	}
+	early := u.pre.early
+	u.pre = nil
+	return early
 }
 
 // Key implements store.Stream.
@@ -60,22 +76,22 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 		return nil
 	}
 	if u.remote {
-		for _, p := range u.welcome {
-			m.Send(protocol.NewFrame(protocol.OpText, p))
+		if u.pre != nil {
+			for _, p := range u.pre.welcome {
+				m.Send(protocol.NewFrame(protocol.OpText, p))
+			}
 		}
-		u.welcome = nil
-		for _, f := range u.early {
+		for _, f := range u.takeEarly() {
 			m.Send(f)
 		}
-		u.early, u.attached = nil, true
+		u.attached = true
 		return nil
 	}
 	m.Send(protocol.Welcome(u.name, u.durable))
 	u.attached = true
-	for _, f := range u.early {
+	for _, f := range u.takeEarly() {
 		m.Send(f)
 	}
-	u.early = nil
 	if dmSince > int64(u.durable) {
 		return errSinceAhead
 	}
@@ -226,10 +242,9 @@ func (h *Hub) Unregister(u *User, m Member) {
 		return
 	}
 	u.member, u.attached = nil, false
-	for _, f := range u.early {
+	for _, f := range u.takeEarly() {
 		f.Release()
 	}
-	u.early = nil
 	if c := h.cfg.Cluster; c != nil {
 		if s.locals[u.name] == u {
 			delete(s.locals, u.name)
@@ -272,7 +287,7 @@ func (h *Hub) Connect(name string, m Member, dmSince int64) (*User, error) {
 		return nil, err
 	}
 	s := &h.users[fnv32a(name)&h.mask]
-	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, welcome: frames}
+	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, pre: &preAttach{welcome: frames}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.locals[name]; old != nil && old.member != nil {
