@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
@@ -16,7 +17,6 @@ import (
 // from a reused fd number).
 func (s *Server) onOpen(nbc *nbio.Conn) {
 	s.first.mark(nbc.Hash())
-	s.opened.take(nbc.Hash()) // a new connection on this number
 }
 
 // onClose is nbhttp's OnClose hook: a plain connection gives back its
@@ -51,6 +51,10 @@ func (s *Server) parseHTTP(nbc *nbio.Conn) {
 	hc := &nbhttp.Conn{Conn: nbc}
 	hc.Parser = nbhttp.NewParser(hc, s.engine, nbhttp.NewServerProcessor(), false, nbc.Execute)
 	nbc.SetSession(hc.Parser)
+	// The handshake queue only waits for a first read: a request it starts
+	// must be complete within the timeout too (nbhttp renews the deadline
+	// after each response, for keep-alive).
+	_ = nbc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 }
 
 // tryFastUpgrade is fastUpgrade on the poller, which no panic may stop: a
@@ -230,7 +234,7 @@ func lowerName(buf *[32]byte, name []byte) []byte {
 
 // fdBits is a bit per file descriptor. Server.first marks the connections
 // whose first read has not come yet (only a first read can be a request
-// nbhttp has not started on); Server.opened those upgraded (see register).
+// nbhttp has not started on).
 type fdBits struct {
 	bits []atomic.Uint64
 }
@@ -244,6 +248,12 @@ func (f *fdBits) mark(fd int) {
 	if i := fd / 64; fd >= 0 && i < len(f.bits) {
 		f.bits[i].Or(1 << (fd % 64))
 	}
+}
+
+// has reports whether fd's bit is set.
+func (f *fdBits) has(fd int) bool {
+	i := fd / 64
+	return fd >= 0 && i < len(f.bits) && f.bits[i].Load()&(1<<(fd%64)) != 0
 }
 
 // take reports whether fd's bit was set, and clears it.

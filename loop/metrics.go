@@ -35,8 +35,12 @@ type metrics struct {
 	fanout     prometheus.Histogram
 
 	// errorCounters caches one child per error code, so counting an error
-	// does no label lookup.
+	// does no label lookup; so do upgraded (handshakes_total{status="101"})
+	// and closeCounters (every close reason, read-only once made), which
+	// count once per connection.
 	errorCounters sync.Map // protocol.Code -> prometheus.Counter
+	upgraded      prometheus.Counter
+	closeCounters map[string]prometheus.Counter
 }
 
 func newMetrics(conns func() int, hub func() room.Stats) *metrics {
@@ -97,8 +101,10 @@ func newMetrics(conns func() int, hub func() room.Stats) *metrics {
 			Namespace: ns, Name: "upgrades_fast_total", Help: "WebSocket upgrades read and accepted on the poller, without nbhttp; the others of handshakes_total{status=\"101\"} went through nbhttp.",
 		}, func() float64 { return float64(m.fastUpgrades.Load()) }),
 	)
-	for _, l := range []string{"slow_consumer", "rate_limit", "idle", "shutdown", "peer", "eof", "error", "protocol_error", "invalid_payload", "too_big", "internal"} {
-		m.closes.WithLabelValues(l)
+	m.upgraded = m.handshakes.WithLabelValues("101")
+	m.closeCounters = make(map[string]prometheus.Counter)
+	for _, l := range []string{"slow_consumer", "rate_limit", "idle", "shutdown", "peer", "eof", "error", "protocol_error", "invalid_payload", "too_big", "internal", "unresponsive"} {
+		m.closeCounters[l] = m.closes.WithLabelValues(l)
 	}
 	return m
 }
@@ -113,6 +119,10 @@ func (m *metrics) errorFor(code protocol.Code) prometheus.Counter {
 }
 
 func (m *metrics) closed(label string) {
+	if c, ok := m.closeCounters[label]; ok {
+		c.Inc()
+		return
+	}
 	m.closes.WithLabelValues(label).Inc()
 }
 

@@ -256,15 +256,10 @@ func (s *Server) addAfterBarrier(g *reuseGuard, nbc *nbio.Conn) {
 }
 
 // register hands a plain connection to its poller. It does what nbhttp's
-// registration does (count it against MaxLoad, arm the handshake deadline)
-// but leaves out nbhttp's parser: most first reads are plain upgrades that
-// fastUpgrade answers, so the parser is made only for the rest (onData).
-// The deadline can be armed only once the socket is with a poller (nbio's
-// timers need it), which may have upgraded it meanwhile and cleared the
-// deadline already: then the deadline is cleared again, or it would close
-// a healthy connection once the handshake timeout passed (the janitor
-// clears it too, but only a second or two after the upgrade, too late for
-// a short timeout).
+// registration does (count it against MaxLoad, bound the time to its first
+// request) but leaves out nbhttp's parser: most first reads are plain
+// upgrades that fastUpgrade answers, so the parser is made only for the
+// rest (onData).
 func (s *Server) register(nbc *nbio.Conn) {
 	select {
 	case <-s.stop:
@@ -284,10 +279,9 @@ func (s *Server) register(nbc *nbio.Conn) {
 	if _, err := s.engine.Engine.AddConn(nbc); err != nil {
 		return // closed, and onClose gave its place back
 	}
-	_ = nbc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	if s.opened.take(nbc.Hash()) {
-		_ = nbc.SetReadDeadline(time.Time{})
-	}
+	// The next tick starts the timeout's first interval: a deadline is at
+	// least the whole timeout away.
+	s.handshakes.push(nbc, s.tick.Load()+1+int64((s.cfg.HandshakeTimeout+tickInterval-1)/tickInterval))
 }
 
 // barrier runs g's barrier for nbc and counts one that timed out.

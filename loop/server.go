@@ -220,8 +220,8 @@ type Server struct {
 	// first marks connections not read from yet, for fastUpgrade; nil
 	// where it is not used.
 	first *fdBits
-	// opened marks plain connections upgraded (see register).
-	opened *fdBits
+	// handshakes times plain connections from accept to first read.
+	handshakes handshakeQueue
 	// yields has one entry per poller (nbio's index: fd % pollers).
 	yields []pollerYield
 	// plain counts open plain TCP connections, which register holds to
@@ -308,7 +308,6 @@ func New(cfg Config) (*Server, error) {
 	s.engine.OnClose(s.onClose)
 	if engineCfg.TLSConfig == nil {
 		s.first = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
-		s.opened = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 	}
 	s.engine.Engine.OnData(s.onData)
 	watchHandoff(s.engine)
@@ -399,6 +398,7 @@ func (s *Server) janitor() {
 	t := time.NewTicker(tickInterval)
 	defer t.Stop()
 	var batch []*conn
+	var silent []*nbio.Conn
 	for {
 		select {
 		case <-s.stop:
@@ -406,6 +406,9 @@ func (s *Server) janitor() {
 		case <-t.C:
 		}
 		now := s.tick.Add(1)
+		if s.first != nil {
+			silent = s.closeSilent(now, silent)
+		}
 		if now%int64(time.Second/tickInterval) != 0 {
 			continue
 		}

@@ -175,13 +175,7 @@ func (s *Server) open(a admitted, nbc *nbio.Conn, hc net.Conn, key string) {
 	c.hmu.Lock()
 	defer c.hmu.Unlock()
 	nbc.SetSession(c)
-	if s.opened != nil {
-		// Marked before the deadline is cleared: register, having let
-		// nbhttp arm it, clears it again if it sees the mark, and if it
-		// does not, the clear below comes after the arming.
-		s.opened.mark(nbc.Hash())
-	}
-	_ = nbc.SetReadDeadline(time.Time{})
+	_ = nbc.SetReadDeadline(time.Time{}) // nbhttp's, for upgrades that went through it
 	// The connection starts corked (dirty, with no flusher scheduled): the
 	// welcome and the joined reply queue up and leave in the same write as
 	// the 101, one system call per handshake instead of two.
@@ -220,7 +214,7 @@ func (s *Server) open(a admitted, nbc *nbio.Conn, hc net.Conn, key string) {
 	if _, err := hc.Write(buf); err != nil {
 		return // nbio closes the socket; CloseAndClean undoes the rest
 	}
-	s.m.handshakes.WithLabelValues("101").Inc()
+	s.m.upgraded.Inc()
 	// Uncork: whatever was queued meanwhile goes to the flusher.
 	c.qmu.Lock()
 	if len(c.queue) > 0 {
