@@ -68,7 +68,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate file (PEM): serve wss:// and https:// (needs -tls-key)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect, or * (default: the page's own host)")
-	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to upgrade request")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to the first request, and for that request")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection quiet for this long")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 75*time.Second, "close a connection quiet for this long")
 	fs.DurationVar(&cfg.NameProbe, "name-probe", 5*time.Second, "when a connection asks for a name another holds, close the holder if it does not answer a ping within this long (the asker gets 409 with Retry-After; 0: off)")

@@ -71,8 +71,9 @@ type Config struct {
 	// "*" allows any. Default: the page's own host only. Requests without
 	// an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string
-	// HandshakeTimeout bounds the time from accept to a complete upgrade
-	// request. Default 10s.
+	// HandshakeTimeout bounds the time from accept to a connection's first
+	// request (to the janitor's 100 ms tick), and that of the request once
+	// started. Default 10s.
 	HandshakeTimeout time.Duration
 	// PingInterval is how long a connection may be quiet before the server
 	// pings it; IdleTimeout how long before it is closed. Defaults 30s, 75s.
