@@ -24,6 +24,7 @@ func (s *Server) onOpen(nbc *nbio.Conn) {
 func (s *Server) onClose(c net.Conn, _ error) {
 	if nbc, ok := c.(*nbio.Conn); ok && s.first != nil && nbc.IsTCP() {
 		s.plain.Add(-1)
+		s.handshakes.done(nbc)
 	}
 }
 
@@ -35,6 +36,7 @@ func (s *Server) onData(nbc *nbio.Conn, data []byte) {
 	handoffSeen(nbc)
 	s.yields[nbc.Hash()%len(s.yields)].maybe()
 	if s.first != nil && s.first.take(nbc.Hash()) {
+		s.handshakes.done(nbc)
 		if s.tryFastUpgrade(nbc, data) {
 			return
 		}

@@ -1,68 +1,117 @@
 package loop
 
 import (
+	"net"
+	"os"
+	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/lesismal/nbio"
 )
 
-// TestHandshakeQueueKeepsOrder pushes connections tick by tick while the
-// due ones are taken out (the queue moves its live part to the front as it
-// goes), then a burst all due at once: each comes out once, on its tick,
-// in order, and the drained queue lets the burst's memory go.
-func TestHandshakeQueueKeepsOrder(t *testing.T) {
-	var h handshakeQueue
-	conns := make([]*nbio.Conn, 10000)
-	dueAt := make([]int64, len(conns))
-	for i := range conns {
-		conns[i] = &nbio.Conn{}
+// socketConns returns n nbio connections, each one end of a socket pair
+// (the other end closed), closed when the test ends.
+func socketConns(t *testing.T, n int) []*nbio.Conn {
+	t.Helper()
+	out := make([]*nbio.Conn, n)
+	for i := range out {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = syscall.Close(fds[1])
+		f := os.NewFile(uintptr(fds[0]), "pair")
+		c, err := net.FileConn(f)
+		_ = f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[i], err = nbio.NBConn(c); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = out[i].Close() })
 	}
-	next := 0 // the next connection due out
+	return out
+}
+
+// TestHandshakeQueue pushes connections tick by tick while the due ones
+// are taken out (the queue moves its live part to the front as it goes):
+// each silent one comes out once, on its tick, in order, and none that
+// has read. A connection whose number was taken over by a newer one does
+// not bring the newer one out early.
+func TestHandshakeQueue(t *testing.T) {
+	conns := socketConns(t, 600)
+	h := newHandshakeQueue(slices.MaxFunc(conns, func(a, b *nbio.Conn) int { return a.Hash() - b.Hash() }).Hash() + 1)
+	dueAt := make(map[*nbio.Conn]int64)
+	var want []*nbio.Conn // silent connections, in push order
 	var got []*nbio.Conn
 	check := func(now int64) {
 		t.Helper()
 		got = h.due(now, got[:0])
 		for _, c := range got {
-			if c != conns[next] {
-				t.Fatalf("tick %d: connection %d out of order", now, next)
+			if len(want) == 0 || c != want[0] {
+				t.Fatalf("tick %d: fd %d out of order", now, c.Hash())
 			}
-			if dueAt[next] > now {
-				t.Fatalf("tick %d: connection %d out before its tick %d", now, next, dueAt[next])
+			if dueAt[c] > now {
+				t.Fatalf("tick %d: fd %d out before its tick %d", now, c.Hash(), dueAt[c])
 			}
-			next++
+			want = want[1:]
 		}
-		if next < len(conns) && dueAt[next] != 0 && dueAt[next] <= now {
-			t.Fatalf("tick %d: connection %d is due and still queued", now, next)
+		if len(want) > 0 && dueAt[want[0]] <= now {
+			t.Fatalf("tick %d: fd %d is due and still queued", now, want[0].Hash())
 		}
 	}
-	// Seven connections a tick, each due three ticks later.
-	const steady = 5000
+	// Seven connections a tick, each due three ticks later; every third
+	// one reads before then.
 	tick := int64(0)
-	for i := range steady {
+	for i, c := range conns {
 		if i%7 == 0 {
 			tick++
 			check(tick)
 		}
-		dueAt[i] = tick + 3
-		h.push(conns[i], dueAt[i])
+		dueAt[c] = tick + 3
+		if !h.push(c, dueAt[c]) {
+			t.Fatalf("fd %d refused", c.Hash())
+		}
+		if i%3 == 0 {
+			h.done(c)
+		} else {
+			want = append(want, c)
+		}
 	}
-	for ; next < steady; tick++ {
+	for ; len(want) > 0 && tick < 1000; tick++ {
 		check(tick)
 	}
-	// A burst, all due on the same tick.
-	for i := steady; i < len(conns); i++ {
-		dueAt[i] = tick + 1
-		h.push(conns[i], dueAt[i])
+	if len(want) > 0 || len(h.q) != 0 || h.head != 0 {
+		t.Fatalf("drained queue: %d silent ones left, %d entries from %d", len(want), len(h.q), h.head)
 	}
-	check(tick)
-	if next != steady {
-		t.Fatalf("%d out before the burst is due", next-steady)
+
+	// A number taken over: the entry of the first holder is due first and
+	// must not bring out the second.
+	old, fresh := conns[1], conns[2]
+	h.push(old, tick+1)
+	h.done(old) // closed
+	// As if fresh had old's number: the slot holds fresh with its deadline.
+	w := &h.waiting[old.Hash()]
+	w.by.Store(tick + 5)
+	w.nbc.Store(fresh)
+	h.q = append(h.q, pendingHandshake{old.Hash(), tick + 5})
+	if got = h.due(tick+1, got[:0]); len(got) != 0 {
+		t.Fatalf("the closed holder's deadline brought out %d", len(got))
 	}
-	check(tick + 1)
-	if next != len(conns) {
-		t.Fatalf("%d of %d out", next, len(conns))
+	if got = h.due(tick+5, got[:0]); len(got) != 1 || got[0] != fresh {
+		t.Fatalf("at its own deadline the new holder came out as %v", got)
 	}
-	if len(h.q) != 0 || h.head != 0 || cap(h.q) > 4096 {
-		t.Fatalf("drained queue: %d entries from %d, capacity %d", len(h.q), h.head, cap(h.q))
+
+	// A burst all due on one tick, then nothing: the queue lets go of it.
+	for range 5000 {
+		h.push(conns[0], tick+10)
+	}
+	if got = h.due(tick+10, got[:0]); len(got) != 5000 {
+		t.Fatalf("%d of the burst out, want 5000", len(got))
+	}
+	if len(h.q) != 0 || cap(h.q) > 4096 {
+		t.Fatalf("drained queue: %d entries, capacity %d", len(h.q), cap(h.q))
 	}
 }

@@ -276,12 +276,17 @@ func (s *Server) register(nbc *nbio.Conn) {
 	}
 	s.onOpen(nbc)
 	nbc.OnData(s.engine.DataHandler) // the session's Parse, once there is one (onData)
+	// Queued before its poller can read it, which takes it off the queue.
+	// The next tick starts the timeout's first interval: a deadline is at
+	// least the whole timeout away.
+	by := s.tick.Load() + 1 + int64((s.cfg.HandshakeTimeout+tickInterval-1)/tickInterval)
+	queued := s.handshakes.push(nbc, by)
 	if _, err := s.engine.Engine.AddConn(nbc); err != nil {
 		return // closed, and onClose gave its place back
 	}
-	// The next tick starts the timeout's first interval: a deadline is at
-	// least the whole timeout away.
-	s.handshakes.push(nbc, s.tick.Load()+1+int64((s.cfg.HandshakeTimeout+tickInterval-1)/tickInterval))
+	if !queued {
+		_ = nbc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	}
 }
 
 // barrier runs g's barrier for nbc and counts one that timed out.

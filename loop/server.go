@@ -222,7 +222,7 @@ type Server struct {
 	// where it is not used.
 	first *fdBits
 	// handshakes times plain connections from accept to first read.
-	handshakes handshakeQueue
+	handshakes *handshakeQueue
 	// yields has one entry per poller (nbio's index: fd % pollers).
 	yields []pollerYield
 	// plain counts open plain TCP connections, which register holds to
@@ -309,6 +309,7 @@ func New(cfg Config) (*Server, error) {
 	s.engine.OnClose(s.onClose)
 	if engineCfg.TLSConfig == nil {
 		s.first = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
+		s.handshakes = newHandshakeQueue(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 	}
 	s.engine.Engine.OnData(s.onData)
 	watchHandoff(s.engine)
