@@ -528,10 +528,12 @@ func (b *tokenBucket) strike() int { b.strikes++; return int(b.strikes) }
 // pings quiet peers and closes dead ones.
 func (c *conn) janitorCheck(now int64) {
 	if !c.settled && now-c.upgraded >= int64(time.Second/tickInterval) {
-		// nbio arms the handshake deadline after registering the socket
-		// with a poller, so under load it can land after the upgrade
-		// cleared it and would close a healthy connection later. By now
-		// nbio is done with the accept: clear it for good.
+		// nbhttp arms the handshake deadline of a connection it registers
+		// (TLS) after handing the socket to a poller, so under load it can
+		// land after the upgrade cleared it and would close a healthy
+		// connection later. By now nbhttp is done with the accept: clear
+		// it for good. (Plain connections have no deadline until a first
+		// read that is not a fast upgrade; see handshakeQueue.)
 		c.settled = true
 		_ = c.nbc.SetReadDeadline(time.Time{})
 	}
