@@ -6,8 +6,9 @@
 # wave, and no more live heap than after the first wave (within a margin for
 # the maps, which keep their size). Live heap, not heap in use: spans that
 # hold a few live objects count whole in the latter, which moved by 3 MiB
-# from run to run with no leak. Exits non-zero on the first scenario that
-# fails or the first figure that grows.
+# from run to run with no leak. Real runs grew 0.2-1.8 MiB from the first
+# wave to the second, a user sweep that forgets no one 5.5 MiB. Exits
+# non-zero on the first scenario that fails or the first figure that grows.
 #   WAVES=5 loadtest/soak.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,7 +82,7 @@ for wave in $(seq "$waves"); do
 	[ "$rooms" = 0 ] || fail="$fail rooms left in memory;"
 	[ "$goroutines" -le $((goroutines0 + 2)) ] || fail="$fail goroutines $goroutines0 -> $goroutines;"
 	[ "$fds" -le $((fds0 + 2)) ] || fail="$fail file descriptors $fds0 -> $fds;"
-	[ "$heap" -le $((heap1 * 5 / 4 + (1 << 20))) ] || fail="$fail heap $((heap1 >> 10)) -> $((heap >> 10)) KiB since wave 1;"
+	[ "$heap" -le $((heap1 * 5 / 4 + (2 << 20))) ] || fail="$fail heap $((heap1 >> 10)) -> $((heap >> 10)) KiB since wave 1;"
 	if [ -n "$fail" ]; then
 		echo "soak: FAIL after wave $wave:$fail" >&2
 		exit 1
