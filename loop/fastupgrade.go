@@ -5,26 +5,18 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// onOpen is called by register for each plain connection before its
-// poller reads it (guardedListener has already kept stale events away
-// from a reused fd number).
-func (s *Server) onOpen(nbc *nbio.Conn) {
-	s.first.mark(nbc.Hash())
-}
-
 // onClose is nbhttp's OnClose hook: a plain connection gives back its
 // place under MaxLoad (register took it).
 func (s *Server) onClose(c net.Conn, _ error) {
-	if nbc, ok := c.(*nbio.Conn); ok && s.first != nil && nbc.IsTCP() {
+	if nbc, ok := c.(*nbio.Conn); ok && s.handshakes != nil && nbc.IsTCP() {
 		s.plain.Add(-1)
-		s.handshakes.done(nbc)
+		s.handshakes.take(nbc)
 	}
 }
 
@@ -35,8 +27,7 @@ func (s *Server) onClose(c net.Conn, _ error) {
 func (s *Server) onData(nbc *nbio.Conn, data []byte) {
 	handoffSeen(nbc)
 	s.yields[nbc.Hash()%len(s.yields)].maybe()
-	if s.first != nil && s.first.take(nbc.Hash()) {
-		s.handshakes.done(nbc)
+	if s.handshakes != nil && s.handshakes.take(nbc) {
 		if s.tryFastUpgrade(nbc, data) {
 			return
 		}
@@ -232,43 +223,4 @@ func lowerName(buf *[32]byte, name []byte) []byte {
 		buf[i] = c
 	}
 	return buf[:len(name)]
-}
-
-// fdBits is a bit per file descriptor. Server.first marks the connections
-// whose first read has not come yet (only a first read can be a request
-// nbhttp has not started on).
-type fdBits struct {
-	bits []atomic.Uint64
-}
-
-func newFDBits(fds int) *fdBits {
-	return &fdBits{bits: make([]atomic.Uint64, (fds+63)/64)}
-}
-
-// mark sets fd's bit.
-func (f *fdBits) mark(fd int) {
-	if i := fd / 64; fd >= 0 && i < len(f.bits) {
-		f.bits[i].Or(1 << (fd % 64))
-	}
-}
-
-// has reports whether fd's bit is set.
-func (f *fdBits) has(fd int) bool {
-	i := fd / 64
-	return fd >= 0 && i < len(f.bits) && f.bits[i].Load()&(1<<(fd%64)) != 0
-}
-
-// take reports whether fd's bit was set, and clears it.
-func (f *fdBits) take(fd int) bool {
-	i := fd / 64
-	if fd < 0 || i >= len(f.bits) {
-		return false
-	}
-	bit := uint64(1) << (fd % 64)
-	// Most reads are not first reads: a load keeps them from writing the
-	// word, which other pollers' connections share.
-	if f.bits[i].Load()&bit == 0 {
-		return false
-	}
-	return f.bits[i].And(^bit)&bit != 0
 }

@@ -167,18 +167,3 @@ func TestPlainUpgradesSkipNbhttp(t *testing.T) {
 		t.Fatalf("fast upgrades went from %d to %d, want the refused one left to nbhttp", before, n)
 	}
 }
-
-func TestFDBits(t *testing.T) {
-	f := newFDBits(200)
-	f.mark(5)
-	f.mark(130)
-	f.mark(500) // past the table: never set
-	for _, tc := range []struct {
-		fd   int
-		want bool
-	}{{5, true}, {5, false}, {6, false}, {130, true}, {130, false}, {500, false}, {-1, false}} {
-		if got := f.take(tc.fd); got != tc.want {
-			t.Errorf("take(%d) = %v, want %v", tc.fd, got, tc.want)
-		}
-	}
-}

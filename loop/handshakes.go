@@ -14,6 +14,8 @@ import (
 // deadlines are in order too: the janitor takes them from the front. The
 // queue holds fd numbers, and waiting the connections by number until
 // their first read or close, so that it keeps no closed connection alive.
+// waiting is also how onData tells a first read (only a first read can be
+// an upgrade for fastUpgrade, or a request nbhttp has not started on).
 type handshakeQueue struct {
 	waiting []handshakeSlot // by fd
 
@@ -55,11 +57,17 @@ func (h *handshakeQueue) push(nbc *nbio.Conn, by int64) bool {
 	return true
 }
 
-// done takes nbc off the waiting list: it has read, or closed.
-func (h *handshakeQueue) done(nbc *nbio.Conn) {
-	if fd := nbc.Hash(); fd >= 0 && fd < len(h.waiting) {
-		h.waiting[fd].nbc.CompareAndSwap(nbc, nil)
+// take takes nbc off the waiting list, on its first read or its close,
+// and reports whether it was on it: whether a read is nbc's first.
+func (h *handshakeQueue) take(nbc *nbio.Conn) bool {
+	fd := nbc.Hash()
+	if fd < 0 || fd >= len(h.waiting) {
+		return false
 	}
+	w := &h.waiting[fd].nbc
+	// Most reads are not first reads: a load keeps them from writing the
+	// slot, whose cache line other connections share.
+	return w.Load() == nbc && w.CompareAndSwap(nbc, nil)
 }
 
 // due appends to dst the connections whose deadline is tick now or earlier

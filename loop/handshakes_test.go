@@ -75,7 +75,9 @@ func TestHandshakeQueue(t *testing.T) {
 			t.Fatalf("fd %d refused", c.Hash())
 		}
 		if i%3 == 0 {
-			h.done(c)
+			if !h.take(c) || h.take(c) {
+				t.Fatalf("fd %d: the first take is not the only one to report a first read", c.Hash())
+			}
 		} else {
 			want = append(want, c)
 		}
@@ -91,7 +93,7 @@ func TestHandshakeQueue(t *testing.T) {
 	// must not bring out the second.
 	old, fresh := conns[1], conns[2]
 	h.push(old, tick+1)
-	h.done(old) // closed
+	h.take(old) // closed
 	// As if fresh had old's number: the slot holds fresh with its deadline.
 	w := &h.waiting[old.Hash()]
 	w.by.Store(tick + 5)
@@ -102,6 +104,11 @@ func TestHandshakeQueue(t *testing.T) {
 	}
 	if got = h.due(tick+5, got[:0]); len(got) != 1 || got[0] != fresh {
 		t.Fatalf("at its own deadline the new holder came out as %v", got)
+	}
+
+	// A number past the table is neither queued nor taken as a first read.
+	if small := newHandshakeQueue(1); small.push(conns[0], tick) || small.take(conns[0]) {
+		t.Fatalf("fd %d queued or taken in a table of one", conns[0].Hash())
 	}
 
 	// A burst all due on one tick, then nothing: the queue lets go of it.

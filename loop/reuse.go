@@ -274,9 +274,10 @@ func (s *Server) register(nbc *nbio.Conn) {
 		_ = nbc.Close()
 		return
 	}
-	s.onOpen(nbc)
 	nbc.OnData(s.engine.DataHandler) // the session's Parse, once there is one (onData)
-	// Queued before its poller can read it, which takes it off the queue.
+	// Queued before its poller can read it: the first read takes it off
+	// (guardedListener has already kept stale events away from a reused
+	// fd number).
 	// The next tick starts the timeout's first interval: a deadline is at
 	// least the whole timeout away.
 	by := s.tick.Load() + 1 + int64((s.cfg.HandshakeTimeout+tickInterval-1)/tickInterval)

@@ -218,10 +218,8 @@ type Server struct {
 	// shutting is set once Shutdown starts: upgrades get 503.
 	shutting atomic.Bool
 
-	// first marks connections not read from yet, for fastUpgrade; nil
-	// where it is not used.
-	first *fdBits
-	// handshakes times plain connections from accept to first read.
+	// handshakes holds plain connections from accept to first read: it
+	// times them, and a first read may be a fast upgrade. Nil with TLS.
 	handshakes *handshakeQueue
 	// yields has one entry per poller (nbio's index: fd % pollers).
 	yields []pollerYield
@@ -308,7 +306,6 @@ func New(cfg Config) (*Server, error) {
 	s.engine = nbhttp.NewEngine(engineCfg)
 	s.engine.OnClose(s.onClose)
 	if engineCfg.TLSConfig == nil {
-		s.first = newFDBits(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 		s.handshakes = newHandshakeQueue(max(fileLimit(), cfg.MaxConns+FDHeadroom))
 	}
 	s.engine.Engine.OnData(s.onData)
@@ -408,7 +405,7 @@ func (s *Server) janitor() {
 		case <-t.C:
 		}
 		now := s.tick.Add(1)
-		if s.first != nil {
+		if s.handshakes != nil {
 			silent = s.closeSilent(now, silent)
 		}
 		if now%int64(time.Second/tickInterval) != 0 {
