@@ -420,9 +420,12 @@ func (s *session) seqs() []int {
 	return out
 }
 
-// assertSeqs checks that the open conversation shows seqs from..to, each once, in order.
+// assertSeqs checks that the open conversation shows seqs from..to, each once,
+// in order. It first waits for the page's own messages to be acknowledged:
+// a message shows as soon as it is sent, and gets its seq only from the ack.
 func (s *session) assertSeqs(from, to int) {
 	s.t.Helper()
+	s.waitJS("own messages acknowledged", `!document.querySelector('#messages [data-pending]')`)
 	got := s.seqs()
 	ok := len(got) == to-from+1
 	for i := 0; ok && i < len(got); i++ {
