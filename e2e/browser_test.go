@@ -211,6 +211,24 @@ func (s *server) kill() {
 	}
 }
 
+// startNode starts a server of its own for one test, with flags args, and
+// stops it when the test ends.
+func startNode(t *testing.T, args ...string) *server {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &server{bin: srv.bin, addr: fmt.Sprintf("127.0.0.1:%d", port),
+		logPath: filepath.Join(t.TempDir(), "server.log"), args: args}
+	if err := n.start(); err != nil {
+		n.dumpLog()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.stop() })
+	return n
+}
+
 func (s *server) dumpLog() {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil || len(b) == 0 {
@@ -998,11 +1016,14 @@ func TestXSSShownAsText(t *testing.T) {
 	}
 }
 
+// TestNameTakenAndInvalid: with names exclusive (-sessions 1, as in a
+// cluster), a second page asking for a name in use is refused.
 func TestNameTakenAndInvalid(t *testing.T) {
 	requireSuite(t)
+	node := startNode(t, "-data", "", "-sessions", "1")
 	name := namer(t)
-	first := newSession(t, "first", 1280, 800)
-	second := newSession(t, "second", 1280, 800)
+	first := newSessionAt(t, "first", 1280, 800, node.url())
+	second := newSessionAt(t, "second", 1280, 800, node.url())
 	first.login(name("dave.n"))
 
 	// Invalid names are refused by the page itself.
@@ -1019,6 +1040,61 @@ func TestNameTakenAndInvalid(t *testing.T) {
 		t.Fatalf("first session is %q after a duplicate login attempt", st)
 	}
 	second.login(name("dave.n2"))
+}
+
+// TestTwoTabs: a user signed in on two pages (tabs, or a phone and a
+// laptop) is one user: both pages show the room's messages, each other's
+// as the user's own, and the user's direct messages; the others see one
+// member.
+func TestTwoTabs(t *testing.T) {
+	requireSuite(t)
+	name := namer(t)
+	room, erin, frank := name("two-tabs"), name("erin.tt"), name("frank.tt")
+	tab1 := newSession(t, "tab1", 1280, 800)
+	tab2 := newSession(t, "tab2", 1280, 800)
+	other := newSession(t, "frank", 1280, 800)
+	tab1.login(erin)
+	tab2.login(erin)
+	other.login(frank)
+	for _, s := range []*session{tab1, tab2, other} {
+		s.join(room)
+	}
+	for _, s := range []*session{tab1, tab2, other} {
+		s.waitMembers(erin, frank)
+	}
+
+	tab1.say("from the first tab")
+	tab2.say("from the second tab")
+	other.say("hello erin")
+	want := []string{"from the first tab", "from the second tab", "hello erin"}
+	for _, s := range []*session{tab1, tab2, other} {
+		s.waitTexts(want...)
+		s.assertSeqs(1, 3)
+	}
+	// Each tab shows both tabs' messages as its user's own.
+	for _, s := range []*session{tab1, tab2} {
+		var own int
+		s.eval(`document.querySelectorAll('#messages .msg.own').length`, &own)
+		if own != 2 {
+			t.Errorf("%s: %d messages shown as own, want 2", s.label, own)
+		}
+	}
+
+	// A direct message reaches both tabs.
+	other.run(chromedp.Click(`#member-list [data-name="`+erin+`"] button`, chromedp.ByQuery))
+	other.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === '`+erin+`'`)
+	other.say("for both tabs")
+	for _, s := range []*session{tab1, tab2} {
+		s.waitJS("unread dm", `window.nbchat.unread()['@`+frank+`'] === 1`)
+	}
+
+	// One tab closes: erin is still in the room.
+	tab2.close()
+	time.Sleep(300 * time.Millisecond)
+	other.run(chromedp.Click(`[data-testid=room-item][data-room="`+room+`"]`, chromedp.ByQuery))
+	other.waitMembers(erin, frank)
+	other.say("still here?")
+	tab1.waitTexts(append(want, "still here?")...)
 }
 
 func TestPhoneWidth(t *testing.T) {

@@ -5,37 +5,25 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 )
 
 // TestDeadNetworkPath: the path between a page and the server dies without
 // either end seeing a FIN or an error, as when a phone changes networks or
 // a NAT forgets the flow: both sockets stay open and nothing gets through.
 // The page finds its socket dead by its heartbeat and reconnects on a new
-// path; the server still holds the name for the old socket and answers 409,
-// pings the old socket, gets no pong and closes it; the page's next attempt
-// gets the name back and every message sent meanwhile, once, in order. When
-// the browser reports the network back, the page checks its socket at once.
+// path. With names exclusive (-sessions 1, as in a cluster) the server
+// still holds the name for the old socket and answers 409, pings the old
+// socket, gets no pong and closes it; the page's next attempt gets the name
+// back and every message sent meanwhile, once, in order. When the browser
+// reports the network back, the page checks its socket at once.
+// (TestLoginTakesOverADeadSession is the same with names shared.)
 func TestDeadNetworkPath(t *testing.T) {
 	requireSuite(t)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &server{bin: srv.bin, addr: fmt.Sprintf("127.0.0.1:%d", port),
-		logPath: filepath.Join(t.TempDir(), "server.log"),
-		args:    []string{"-data", "", "-name-probe", "1s"}}
-	if err := node.start(); err != nil {
-		node.dumpLog()
-		t.Fatal(err)
-	}
-	defer node.stop()
+	node := startNode(t, "-data", "", "-name-probe", "1s", "-sessions", "1")
 	px := startProxy(t, node.addr)
 
 	name := namer(t)
@@ -99,32 +87,40 @@ func TestDeadNetworkPath(t *testing.T) {
 
 // TestLoginTakesOverADeadSession: a user's phone loses its network without
 // closing its socket, and the user logs in on another device under the
-// same name. The first attempt is refused (the phone's socket holds the
-// name), the server finds the phone's socket dead, and the page's second
-// attempt gets in, without the user doing anything more.
+// same name. The laptop gets in at once, as a second connection of the
+// user; the phone's socket, pinged because another connection asked for
+// its name, does not answer and is closed.
 func TestLoginTakesOverADeadSession(t *testing.T) {
 	requireSuite(t)
-	px := startProxy(t, srv.addr)
+	node := startNode(t, "-data", "", "-name-probe", "1s")
+	px := startProxy(t, node.addr)
 	name := namer(t)
 	room, user, friend := name("takeover"), name("carol.t"), name("dan.t")
 	phone := newSessionAt(t, "phone", 400, 800, "http://"+px.addr()+"/")
-	laptop := newSession(t, "laptop", 1280, 800)
-	other := newSession(t, "other", 1280, 800)
+	laptop := newSessionAt(t, "laptop", 1280, 800, node.url())
+	other := newSessionAt(t, "other", 1280, 800, node.url())
 	phone.login(user)
 	other.login(friend)
 	phone.join(room)
 	other.join(room)
 
 	px.cut()
-	start := time.Now()
-	laptop.run(chromedp.SetValue(`#name-input`, user, chromedp.ByID), chromedp.Click(`#login-button`, chromedp.ByID))
-	laptop.waitJS("name in use message", `document.getElementById('login-error').textContent.includes('name is in use')`)
-	laptop.waitJSFor("logged in after the retry", fmt.Sprintf(
-		`window.nbchat.state() === 'online' && window.nbchat.me() === %q && document.getElementById('login').hidden`, user), 20*time.Second)
-	t.Logf("logged in %v after the first attempt", time.Since(start).Round(100*time.Millisecond))
+	laptop.login(user)
 	laptop.join(room)
 	laptop.say("from the laptop")
 	other.waitTexts("from the laptop")
+	other.waitMembers(user, friend)
+	deadline := time.Now().Add(5 * time.Second)
+	for metric(t, node.addr, `nbchat_closes_total{reason="unresponsive"}`) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the phone's dead socket was not closed within 5 s of the laptop's login")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Its leaving is not the user's: the laptop is still in the room.
+	other.say("seen on the laptop")
+	laptop.waitTexts("from the laptop", "seen on the laptop")
+	other.waitMembers(user, friend)
 }
 
 // metric returns one series' value from a server's /metrics ("" if absent).

@@ -3,6 +3,7 @@ package loop
 import (
 	"bufio"
 	"bytes"
+	"nbchat/room"
 	"net/http"
 	"strings"
 	"testing"
@@ -126,7 +127,7 @@ func FuzzUpgradeHead(f *testing.F) {
 }
 
 func TestPlainUpgradesSkipNbhttp(t *testing.T) {
-	s := startServer(t, Config{})
+	s := startServer(t, Config{Room: room.Config{Sessions: 1}})
 	a := connect(t, s.Addr(), "ann", "lobby")
 	if n := s.m.fastUpgrades.Load(); n != 1 {
 		t.Fatalf("fast upgrades = %d after one plain upgrade, want 1", n)

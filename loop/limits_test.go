@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"nbchat/room"
 	"net"
 	"net/http"
 	"net/netip"
@@ -186,7 +187,7 @@ func TestMaxConnsGets503WithRetryAfter(t *testing.T) {
 }
 
 func TestConnsPerIPGet429(t *testing.T) {
-	s := startServer(t, Config{MaxConnsPerIP: 2})
+	s := startServer(t, Config{MaxConnsPerIP: 2, Room: room.Config{Sessions: 1}})
 	a := connect(t, s.Addr(), "a", "")
 	connect(t, s.Addr(), "b", "")
 	resp, _ := upgradeOn(t, dialFrom(t, "127.0.0.1", s.Addr()), s.Addr(), "/ws?name=c")

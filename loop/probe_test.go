@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"nbchat/room"
 	"net/http"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 // probe the name stays taken until the idle timeout (an hour here).
 func TestNameProbeFreesADeadHoldersName(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Config{NameProbe: time.Second, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	s := startServer(t, Config{NameProbe: time.Second, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour, Room: room.Config{Sessions: 1}})
 	old := connect(t, s.Addr(), "alice", "lobby")
 
 	resp, _ := handshakeResponse(t, s.Addr(), "/ws?name=alice&room=lobby", nil)
@@ -44,7 +45,7 @@ func TestNameProbeFreesADeadHoldersName(t *testing.T) {
 // its name, however often someone else asks for it.
 func TestNameProbeKeepsALiveHoldersName(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Config{NameProbe: time.Second, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	s := startServer(t, Config{NameProbe: time.Second, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour, Room: room.Config{Sessions: 1}})
 	bob := connect(t, s.Addr(), "bob", "")
 	answered := make(chan int, 1)
 	go func() {
@@ -74,7 +75,7 @@ func TestNameProbeKeepsALiveHoldersName(t *testing.T) {
 // holder is not pinged.
 func TestNameProbeOff(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Config{NameProbe: -1, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	s := startServer(t, Config{NameProbe: -1, PingInterval: time.Hour, IdleTimeout: 2 * time.Hour, Room: room.Config{Sessions: 1}})
 	old := connect(t, s.Addr(), "carol", "")
 	resp, _ := handshakeResponse(t, s.Addr(), "/ws?name=carol", nil)
 	if resp.StatusCode != http.StatusConflict || resp.Header.Get("Retry-After") != "" {

@@ -80,10 +80,12 @@ type Config struct {
 	PingInterval time.Duration
 	IdleTimeout  time.Duration
 	// NameProbe is how long a connection holding a name that another
-	// connection asks for has to answer a ping before it is closed and the
-	// name freed; the asker gets 409 with a Retry-After a little longer.
+	// connection asks for has to answer a ping before it is closed; an
+	// asker refused because the name has all the connections it may have
+	// (room.Config.Sessions) gets 409 with a Retry-After a little longer.
 	// Without it a client whose old socket died silently (no FIN reached
-	// the server) could not have its name back before IdleTimeout.
+	// the server) would keep it until IdleTimeout, and with exclusive names
+	// could not have its name back before then.
 	// Default 5s; negative: off.
 	NameProbe time.Duration
 	// CloseGrace is how long a closing connection has to answer the close

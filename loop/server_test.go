@@ -129,7 +129,7 @@ func TestPresenceIsCoalescedInBigRoom(t *testing.T) {
 }
 
 func TestHandshakeRefusals(t *testing.T) {
-	s := startServer(t, Config{})
+	s := startServer(t, Config{Room: room.Config{Sessions: 1}})
 	connect(t, s.Addr(), "alice", "")
 	cases := []struct {
 		name, path string

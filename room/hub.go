@@ -47,6 +47,11 @@ type Config struct {
 	// DMHistory is how many direct messages each user keeps (-1: none).
 	// Default 200.
 	DMHistory int
+	// Sessions is how many connections may hold one name at once (a
+	// user's tabs and devices): each gets the user's direct messages, and
+	// rooms tell others of the user's first join and last leave. One makes
+	// names exclusive. In a cluster it is always one. Default 8.
+	Sessions int
 	// OfflineTTL is how long a user's direct messages and recent message
 	// ids outlive its last connection. Default 1h.
 	OfflineTTL time.Duration
@@ -104,6 +109,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DMHistory == 0 {
 		c.DMHistory = 200
+	}
+	if c.Sessions <= 0 {
+		c.Sessions = 8
 	}
 	if c.OfflineTTL == 0 {
 		c.OfflineTTL = time.Hour

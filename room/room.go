@@ -32,6 +32,10 @@ type Room struct {
 	members []Member       // fan-out order
 	index   map[Member]int // position of each member in members; nil in a small room (see find)
 	names   *btree.BTreeG[string]
+	// extra counts, by name, a user's connections in members beyond its
+	// first: the room tells others of a user's first join and last leave
+	// only, and counts users. nil when every member has a name of its own.
+	extra   map[string]int32
 	seq     uint64 // the last seq given out
 	durable uint64 // the last seq stored and shown; seq when there is no store
 	hist    history
@@ -137,11 +141,18 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 		return true, errSinceAhead
 	}
 	if r.addLocalLocked(m) {
-		r.names.ReplaceOrInsert(m.Name())
-		r.total++
-		r.count.Store(int32(r.total))
-		r.idleSince = 0
-		r.presenceLocked(m.Name(), m, protocol.EventJoin)
+		if r.hub.maxSessions() > 1 && r.names.Has(m.Name()) {
+			if r.extra == nil {
+				r.extra = make(map[string]int32)
+			}
+			r.extra[m.Name()]++
+		} else {
+			r.names.ReplaceOrInsert(m.Name())
+			r.total++
+			r.count.Store(int32(r.total))
+			r.idleSince = 0
+			r.presenceLocked(m.Name(), m, protocol.EventJoin)
+		}
 	}
 	rec := protocol.RecoveryNone
 	if since >= 0 {
@@ -181,6 +192,16 @@ func (r *Room) remove(m Member) bool {
 	if !r.dropLocalLocked(m) {
 		r.mu.Unlock()
 		return false
+	}
+	if n := r.extra[m.Name()]; n > 0 {
+		// The user is still here on another connection.
+		if n > 1 {
+			r.extra[m.Name()] = n - 1
+		} else if delete(r.extra, m.Name()); len(r.extra) == 0 {
+			r.extra = nil
+		}
+		r.mu.Unlock()
+		return true
 	}
 	r.names.Delete(m.Name())
 	r.total--

@@ -389,7 +389,7 @@ func TestDM(t *testing.T) {
 }
 
 func TestRegister(t *testing.T) {
-	h := newHub(t, Config{})
+	h := newHub(t, Config{Sessions: 1})
 	a, a2 := newFake("a"), newFake("a")
 	if !register(h, "a", a) {
 		t.Fatal("Register of a free name failed")

@@ -8,19 +8,22 @@ import (
 	"nbchat/store"
 )
 
-// User is a name's state that outlives its connections: which connection
-// holds the name, the user's direct messages (kept for recovery) and the ids
-// of recent messages (so a message resent after a reconnect is stored and
-// delivered once).
+// User is a name's state that outlives its connections: which connections
+// hold the name (a browser's tabs, a phone and a laptop; Config.Sessions
+// bounds them), the user's direct messages (kept for recovery, sent to
+// every connection) and the ids of recent messages (so a message resent
+// after a reconnect, or by another tab, is stored and delivered once).
 type User struct {
 	name  string
 	key   string // the user's direct messages on disk
 	hub   *Hub
 	shard *userShard
 
-	// member holds the name; guarded by both shard.mu and mu, so holding
-	// either is enough to read it.
+	// member holds the name, and so do the connections in more; member is
+	// nil only when more is empty. Both are guarded by both shard.mu and
+	// mu, so holding either is enough to read them.
 	member Member
+	more   []session
 	// offlineAt is when member became nil (milliseconds); guarded by
 	// shard.mu.
 	offlineAt int64
@@ -39,6 +42,84 @@ type User struct {
 	// (remote) gets its welcome from the owner, and what arrives for it
 	// before Attach waits with the welcome; nil when nothing waits.
 	pre *preAttach
+}
+
+// session is a connection holding the name besides User.member.
+type session struct {
+	m        Member
+	attached bool
+}
+
+// sessions returns how many connections hold the name.
+func (u *User) sessions() int {
+	if u.member == nil {
+		return 0
+	}
+	return 1 + len(u.more)
+}
+
+// addSession records m as holding the name, not attached yet. Both
+// shard.mu and mu must be held.
+func (u *User) addSession(m Member) {
+	if u.member == nil {
+		u.member, u.attached = m, false
+		return
+	}
+	u.more = append(u.more, session{m: m})
+}
+
+// dropSession forgets m; it reports false if m did not hold the name.
+// Both shard.mu and mu must be held.
+func (u *User) dropSession(m Member) bool {
+	if u.member == m {
+		if n := len(u.more) - 1; n >= 0 {
+			u.member, u.attached = u.more[n].m, u.more[n].attached
+			u.more[n] = session{}
+			u.more = u.more[:n]
+		} else {
+			u.member, u.attached = nil, false
+		}
+		return true
+	}
+	for i := range u.more {
+		if u.more[i].m == m {
+			n := len(u.more) - 1
+			u.more[i] = u.more[n]
+			u.more[n] = session{}
+			u.more = u.more[:n]
+			if n == 0 {
+				u.more = nil
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// attach marks m as having its welcome; it reports false if m does not
+// hold the name. u.mu must be held.
+func (u *User) attach(m Member) bool {
+	if u.member == m {
+		u.attached = true
+		return true
+	}
+	for i := range u.more {
+		if u.more[i].m == m {
+			u.more[i].attached = true
+			return true
+		}
+	}
+	return false
+}
+
+// probeSessions asks every connection holding the name to check its peer:
+// a new connection for the name is often the same client back on a new
+// network, its old socket dead but not yet closed.
+func (u *User) probeSessions() {
+	probe(u.member)
+	for i := range u.more {
+		probe(u.more[i].m)
+	}
 }
 
 // preAttach is what a user in a cluster holds until its Attach: apart from
@@ -64,7 +145,7 @@ func (u *User) Key() string { return u.key }
 // Name returns the user's name.
 func (u *User) Name() string { return u.name }
 
-// Attach sends the user's connection its welcome and then, if dmSince is
+// Attach sends m, a connection holding the name, its welcome and then, if dmSince is
 // not negative, every kept direct message after dmSince; from then on new
 // direct messages are delivered to it. Doing both under the user's lock
 // means none is missed or sent twice. A dmSince ahead of the user's latest
@@ -72,7 +153,7 @@ func (u *User) Name() string { return u.name }
 func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.member != m {
+	if !u.attach(m) {
 		return nil
 	}
 	if u.remote {
@@ -84,11 +165,9 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 		for _, f := range u.takeEarly() {
 			m.Send(f)
 		}
-		u.attached = true
 		return nil
 	}
 	m.Send(protocol.Welcome(u.name, u.durable))
-	u.attached = true
 	for _, f := range u.takeEarly() {
 		m.Send(f)
 	}
@@ -124,12 +203,19 @@ func (u *User) Durable(seq uint64) {
 	u.pending = popDurable(u.pending, seq, func(p *pendingMsg) { u.showLocked(p.f, p.seq, p.ts) })
 }
 
-// showLocked keeps a stored direct message and sends it to u's connection;
-// it takes over the caller's reference to f. u.mu must be held.
+// showLocked keeps a stored direct message and sends it to u's attached
+// connections; it takes over the caller's reference to f. u.mu must be
+// held.
 func (u *User) showLocked(f *protocol.Frame, seq uint64, ts int64) {
 	u.durable = seq
 	f.Retain(1)
 	u.inbox.add(f, seq, ts)
+	for i := range u.more {
+		if u.more[i].attached {
+			f.Retain(1)
+			u.more[i].m.Send(f)
+		}
+	}
 	if u.attached && u.member != nil {
 		u.member.Send(f)
 	} else {
@@ -206,8 +292,10 @@ var (
 	errSinceAhead = &protocol.Error{Code: protocol.CodeBadRequest, Message: "since is after the latest seq"}
 )
 
-// Register claims name for m. It reports false if another connection holds
-// the name. The user receives nothing until Attach.
+// Register claims name for m. It reports false if as many connections as
+// the hub allows (Config.Sessions; one in a cluster) hold the name
+// already; either way those are asked to check their peers. The user
+// receives nothing on m until Attach.
 func (h *Hub) Register(name string, m Member) (*User, bool) {
 	s := &h.users[fnv32a(name)&h.mask]
 	s.mu.Lock()
@@ -219,29 +307,40 @@ func (h *Hub) Register(name string, m Member) (*User, bool) {
 		h.load(u.key, &u.dmSeq, &u.inbox)
 		u.durable = u.dmSeq
 		s.users[name] = u
-	} else if u.member != nil {
-		probe(u.member)
-		return nil, false
+	} else if n := u.sessions(); n > 0 {
+		u.probeSessions()
+		if n >= h.maxSessions() {
+			return nil, false
+		}
 	}
 	u.mu.Lock()
-	u.member, u.attached = m, false
+	u.addSession(m)
 	u.mu.Unlock()
 	u.offlineAt = 0
 	return u, true
 }
 
-// Unregister releases u's name if m holds it. The user's direct messages
-// and recent ids stay for a while, for when it comes back.
+// maxSessions is how many connections may hold one name: a cluster routes
+// a user's deliveries by name and node, so there it is one.
+func (h *Hub) maxSessions() int {
+	if h.cfg.Cluster != nil {
+		return 1
+	}
+	return h.cfg.Sessions
+}
+
+// Unregister releases m's hold on u's name. Once no connection holds it,
+// the user's direct messages and recent ids stay for a while, for when it
+// comes back.
 func (h *Hub) Unregister(u *User, m Member) {
 	s := u.shard
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.member != m {
+	if !u.dropSession(m) || u.member != nil {
 		return
 	}
-	u.member, u.attached = nil, false
 	for _, f := range u.takeEarly() {
 		f.Release()
 	}
