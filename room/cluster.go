@@ -638,10 +638,8 @@ func (h *Hub) HandleNode(e *Envelope) {
 		for _, p := range e.Frames {
 			f := protocol.NewFrame(protocol.OpText, p)
 			if !u.attached {
-				if u.pre == nil {
-					u.pre = &preAttach{}
-				}
-				u.pre.early = append(u.pre.early, f)
+				x := u.extra()
+				x.early = append(x.early, f)
 			} else if u.member != nil {
 				u.member.Send(f)
 			} else {

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -19,11 +20,10 @@ type User struct {
 	hub   *Hub
 	shard *userShard
 
-	// member holds the name, and so do the connections in more; member is
-	// nil only when more is empty. Both are guarded by both shard.mu and
-	// mu, so holding either is enough to read them.
+	// member holds the name, and so do x.more's connections; member is nil
+	// only when there are none. Guarded by both shard.mu and mu, so holding
+	// either is enough to read them.
 	member Member
-	more   []session
 	// offlineAt is when member became nil (milliseconds); guarded by
 	// shard.mu.
 	offlineAt int64
@@ -38,10 +38,43 @@ type User struct {
 	pending  []pendingMsg // direct messages waiting for the store
 	ids      *idRing
 
-	// In a cluster, a user connected here whose owner is another node
-	// (remote) gets its welcome from the owner, and what arrives for it
-	// before Attach waits with the welcome; nil when nothing waits.
-	pre *preAttach
+	// x is what few users need; nil when it is empty.
+	x *userExtra
+}
+
+// userExtra is what few users need, apart from User, whose every instance
+// would otherwise carry its slices. In a cluster, a user connected here
+// whose owner is another node (remote) gets its welcome from the owner, and
+// what arrives for it before Attach waits with the welcome; on a single
+// node, a user may have connections besides User.member (the two never
+// meet: in a cluster a name has one connection).
+type userExtra struct {
+	welcome [][]byte
+	early   []*protocol.Frame
+	more    []session
+}
+
+// extra returns u.x, made if need be.
+func (u *User) extra() *userExtra {
+	if u.x == nil {
+		u.x = new(userExtra)
+	}
+	return u.x
+}
+
+// trimExtra drops u.x once it holds nothing.
+func (u *User) trimExtra() {
+	if x := u.x; x != nil && x.welcome == nil && x.early == nil && x.more == nil {
+		u.x = nil
+	}
+}
+
+// more returns the connections holding the name besides member.
+func (u *User) more() []session {
+	if u.x == nil {
+		return nil
+	}
+	return u.x.more
 }
 
 // session is a connection holding the name besides User.member.
@@ -55,7 +88,7 @@ func (u *User) sessions() int {
 	if u.member == nil {
 		return 0
 	}
-	return 1 + len(u.more)
+	return 1 + len(u.more())
 }
 
 // addSession records m as holding the name, not attached yet. Both
@@ -65,35 +98,34 @@ func (u *User) addSession(m Member) {
 		u.member, u.attached = m, false
 		return
 	}
-	u.more = append(u.more, session{m: m})
+	x := u.extra()
+	x.more = append(x.more, session{m: m})
 }
 
 // dropSession forgets m; it reports false if m did not hold the name.
 // Both shard.mu and mu must be held.
 func (u *User) dropSession(m Member) bool {
-	if u.member == m {
-		if n := len(u.more) - 1; n >= 0 {
-			u.member, u.attached = u.more[n].m, u.more[n].attached
-			u.more[n] = session{}
-			u.more = u.more[:n]
-		} else {
-			u.member, u.attached = nil, false
-		}
+	more := u.more()
+	i := slices.IndexFunc(more, func(s session) bool { return s.m == m })
+	switch {
+	case u.member == m && len(more) == 0:
+		u.member, u.attached = nil, false
 		return true
+	case u.member == m:
+		// The last of the others takes member's place.
+		i = len(more) - 1
+		u.member, u.attached = more[i].m, more[i].attached
+	case i < 0:
+		return false
 	}
-	for i := range u.more {
-		if u.more[i].m == m {
-			n := len(u.more) - 1
-			u.more[i] = u.more[n]
-			u.more[n] = session{}
-			u.more = u.more[:n]
-			if n == 0 {
-				u.more = nil
-			}
-			return true
-		}
+	n := len(more) - 1
+	more[i] = more[n]
+	more[n] = session{}
+	if u.x.more = more[:n]; n == 0 {
+		u.x.more = nil
+		u.trimExtra()
 	}
-	return false
+	return true
 }
 
 // attach marks m as having its welcome; it reports false if m does not
@@ -103,9 +135,10 @@ func (u *User) attach(m Member) bool {
 		u.attached = true
 		return true
 	}
-	for i := range u.more {
-		if u.more[i].m == m {
-			u.more[i].attached = true
+	more := u.more()
+	for i := range more {
+		if more[i].m == m {
+			more[i].attached = true
 			return true
 		}
 	}
@@ -117,25 +150,19 @@ func (u *User) attach(m Member) bool {
 // network, its old socket dead but not yet closed.
 func (u *User) probeSessions() {
 	probe(u.member)
-	for i := range u.more {
-		probe(u.more[i].m)
+	for _, s := range u.more() {
+		probe(s.m)
 	}
-}
-
-// preAttach is what a user in a cluster holds until its Attach: apart from
-// User, whose every instance would otherwise carry its two slices.
-type preAttach struct {
-	welcome [][]byte
-	early   []*protocol.Frame
 }
 
 // takeEarly returns what arrived before Attach and forgets it all.
 func (u *User) takeEarly() []*protocol.Frame {
-	if u.pre == nil {
+	if u.x == nil {
 		return nil
 	}
-	early := u.pre.early
-	u.pre = nil
+	early := u.x.early
+	u.x.welcome, u.x.early = nil, nil
+	u.trimExtra()
 	return early
 }
 
@@ -157,8 +184,8 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 		return nil
 	}
 	if u.remote {
-		if u.pre != nil {
-			for _, p := range u.pre.welcome {
+		if u.x != nil {
+			for _, p := range u.x.welcome {
 				m.Send(protocol.NewFrame(protocol.OpText, p))
 			}
 		}
@@ -210,10 +237,10 @@ func (u *User) showLocked(f *protocol.Frame, seq uint64, ts int64) {
 	u.durable = seq
 	f.Retain(1)
 	u.inbox.add(f, seq, ts)
-	for i := range u.more {
-		if u.more[i].attached {
+	for _, s := range u.more() {
+		if s.attached {
 			f.Retain(1)
-			u.more[i].m.Send(f)
+			s.m.Send(f)
 		}
 	}
 	if u.attached && u.member != nil {
@@ -386,7 +413,7 @@ func (h *Hub) Connect(name string, m Member, dmSince int64) (*User, error) {
 		return nil, err
 	}
 	s := &h.users[fnv32a(name)&h.mask]
-	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, pre: &preAttach{welcome: frames}}
+	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, x: &userExtra{welcome: frames}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.locals[name]; old != nil && old.member != nil {
