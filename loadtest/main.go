@@ -89,7 +89,8 @@ Scenarios (-scenario):
          100 ms, as it closed the old socket itself) and must get every
          message it missed exactly once; the report gives the time to the
          last rejoin and the refusals. With -storm-silent the old sockets
-         stay open and silent, and the server must find them dead first
+         stay open and silent, and the server must find them dead: before
+         a rejoin if names are exclusive (409s), else by the end of the run
 Presets (-preset; flags given explicitly win):
   smoke       2,000 conns, 20 rooms, 20 senders x 5 msg/s for 5 s
   default     10,000 conns, 100 rooms, 100 senders x 2 msg/s for 60 s (~1.5 min)
@@ -183,7 +184,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Float64Var(&c.SlowFrac, "slow-frac", 0.1, "slow: share of clients that stop reading after the ramp")
 	fs.DurationVar(&c.StormAt, "storm-at", 0, "storm: when into the traffic the readers drop (default a third of -duration)")
 	fs.Float64Var(&c.StormFrac, "storm-frac", 1, "storm: share of the readers (non-senders) that drop and reconnect")
-	fs.BoolVar(&c.StormSilent, "storm-silent", false, "storm: leave each old socket open and answering nothing, as a peer behind a dead network path looks to the server, instead of closing it; the name stays taken until the server finds the old socket dead, so a 409's Retry-After is obeyed (each process, and the server, then holds up to two sockets per reader)")
+	fs.BoolVar(&c.StormSilent, "storm-silent", false, "storm: leave each old socket open and answering nothing, as a peer behind a dead network path looks to the server, instead of closing it; the server must close each within a handshake timeout of the traffic's end (with exclusive names it holds the name until then, so a 409's Retry-After is obeyed; each process, and the server, then holds up to two sockets per reader)")
 	fs.IntVar(&c.PerProc, "per-proc", 19000, "most connections per process; more start worker processes (fd limit 20000)")
 	fs.IntVar(&c.SrcIPs, "src-ips", 4, "source addresses 127.0.0.2.. used in turn (loopback servers only; 0 = kernel's choice)")
 	fs.IntVar(&c.Pollers, "pollers", 1, "nbio poller goroutines per process")

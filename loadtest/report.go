@@ -284,6 +284,10 @@ func verdict(r *Report) {
 			fail("storm: no reader was dropped")
 		case st.Rejoined < st.Dropped:
 			fail("storm: %d of %d dropped readers never rejoined (%s)", st.Dropped-st.Rejoined, st.Dropped, fmtMap(st.GaveUp))
+		case st.SilentClosed < st.Silent:
+			// Each would hold a place in its rooms, and a share of the
+			// server's memory, until the idle timeout.
+			fail("storm: the server closed %d of %d silent old sockets within a handshake timeout of the traffic's end", st.SilentClosed, st.Silent)
 		}
 		if d.Unrecovered > 0 {
 			fail("storm: %d rejoins with since were not recovered from history", d.Unrecovered)

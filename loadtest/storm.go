@@ -96,7 +96,8 @@ type stormResult struct {
 
 // storm drops this process's storm clients at start+StormAt and dials them
 // again as fast as the server lets them back; it returns once every one has
-// rejoined or, at the latest, a handshake timeout after the traffic stops.
+// rejoined (and with -storm-silent the server has closed every old socket)
+// or, at the latest, a handshake timeout after the traffic stops.
 func (g *gen) storm(start, stop time.Time) {
 	cfg, st := g.cfg, &g.st
 	time.Sleep(time.Until(start.Add(cfg.StormAt)))
@@ -139,6 +140,18 @@ func (g *gen) storm(start, stop time.Time) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(st.done)
+	// With -storm-silent a server that lets a name have several
+	// connections lets a reader back beside its old socket, which it has
+	// yet to find dead: wait for that too, within the same bound.
+	for time.Now().Before(deadline) {
+		g.mu.Lock()
+		n := int64(len(st.silent))
+		g.mu.Unlock()
+		if st.silentClosed.Load() >= n {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	st.ending.Store(true)
 	g.mu.Lock()
 	silent := st.silent
