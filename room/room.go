@@ -141,13 +141,12 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 		return true, errSinceAhead
 	}
 	if r.addLocalLocked(m) {
-		if r.hub.maxSessions() > 1 && r.names.Has(m.Name()) {
+		if _, had := r.names.ReplaceOrInsert(m.Name()); had && r.hub.maxSessions() > 1 {
 			if r.extra == nil {
 				r.extra = make(map[string]int32)
 			}
 			r.extra[m.Name()]++
 		} else {
-			r.names.ReplaceOrInsert(m.Name())
 			r.total++
 			r.count.Store(int32(r.total))
 			r.idleSince = 0
