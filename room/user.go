@@ -172,11 +172,11 @@ func (u *User) Key() string { return u.key }
 // Name returns the user's name.
 func (u *User) Name() string { return u.name }
 
-// Attach sends m, a connection holding the name, its welcome and then, if dmSince is
-// not negative, every kept direct message after dmSince; from then on new
-// direct messages are delivered to it. Doing both under the user's lock
-// means none is missed or sent twice. A dmSince ahead of the user's latest
-// direct message is an error, and nothing is replayed.
+// Attach sends m, a connection holding the name, its welcome and then, if
+// dmSince is not negative, every kept direct message after dmSince; from
+// then on new direct messages are delivered to it. Doing both under the
+// user's lock means none is missed or sent twice. A dmSince ahead of the
+// user's latest direct message is an error, and nothing is replayed.
 func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
