@@ -196,8 +196,9 @@ func (c *conn) closeNow() { _ = c.nbc.Close() }
 
 // Probe implements room.Prober: another connection asks for c's name. c
 // pings its peer, and the janitor closes c if nothing arrives within
-// NameProbe, so the client that asks again after the 409's Retry-After gets
-// the name. A peer heard from a moment ago is pinged too: a phone drops off
+// NameProbe, so a dead c does not linger beside the new connection, or,
+// where the new one was refused, the client that asks again after the
+// 409's Retry-After gets the name. A peer heard from a moment ago is pinged too: a phone drops off
 // right after it sent something as often as at any other time.
 func (c *conn) Probe() {
 	s := c.srv
