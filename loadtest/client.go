@@ -85,7 +85,18 @@ func (c *client) CloseAndClean(err error) {
 	case stormRedial:
 		c.g.st.q <- c
 		return
-	case stormDropping, stormResuming:
+	case stormResuming:
+		// Closed before its joined reply came, so nothing of the room was
+		// seen on it: a client tries again, as after a refusal, and the
+		// report counts it among them. (Seen once in CI, 1 in 2,874
+		// attempts, at once after the 101 with EOF on both ends: the mark
+		// of nbio applying a just-closed socket's hang-up to a new socket
+		// that took its fd number, which this generator, an nbio client,
+		// does not guard against; the server does, see loop/reuse.go.)
+		c.storm.Store(stormRedial)
+		c.g.stormRefused(c, "closed_before_joined", stormRetry)
+		return
+	case stormDropping:
 		c.stormLost("server_close") // and counted as a drop below
 	}
 	if c.closing.Load() {

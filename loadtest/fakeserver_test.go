@@ -31,6 +31,9 @@ type fakeServer struct {
 	// out of every replay after a join with since.
 	refuseEvery int64
 	upgrades    atomic.Int64
+	// closeEvery closes every closeEvery-th rejoin right after its 101.
+	closeEvery int64
+	rejoins    atomic.Int64
 	replayGap   bool
 	mu          sync.Mutex
 	users       map[string]*fconn
@@ -131,6 +134,10 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request, node int) {
 	}
 	_, _ = fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
 		base64.StdEncoding.EncodeToString(h[:]))
+	if room == "" && s.closeEvery > 0 && s.rejoins.Add(1)%s.closeEvery == 0 {
+		_ = conn.Close()
+		return
+	}
 	fc := &fconn{name: name, node: node, c: conn, rooms: map[string]bool{}}
 	s.mu.Lock()
 	s.users[name], s.all[fc] = fc, true

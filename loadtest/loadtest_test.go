@@ -311,6 +311,22 @@ func TestStormRejoinsWithSince(t *testing.T) {
 	}
 }
 
+// TestStormRetriesARejoinClosedEarly: a rejoin whose socket closes before
+// its joined reply is tried again, as a client would, and counted among
+// the refusals; nothing is lost.
+func TestStormRetriesARejoinClosedEarly(t *testing.T) {
+	fs := startFake(t, 0, false)
+	fs.closeEvery = 10
+	code, r, _ := runAndRead(t, stormConfig(t, fs.URL))
+	st, d := r.Storm, r.Deliveries
+	if code != 0 || st == nil || st.Rejoined != st.Dropped || st.Refused["closed_before_joined"] == 0 {
+		t.Fatalf("exit %d, storm %+v: want every reader back and the early closes counted", code, st)
+	}
+	if d.Lost != 0 || d.Dups != 0 || d.Received != d.Expected {
+		t.Fatalf("lost %d, dups %d, received %d of %d", d.Lost, d.Dups, d.Received, d.Expected)
+	}
+}
+
 func TestStormMissedReplayFails(t *testing.T) {
 	fs := startFake(t, 0, false)
 	fs.replayGap = true // each replay after since leaves its first message out
