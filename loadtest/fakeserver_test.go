@@ -34,11 +34,11 @@ type fakeServer struct {
 	// closeEvery closes every closeEvery-th rejoin right after its 101.
 	closeEvery int64
 	rejoins    atomic.Int64
-	replayGap   bool
-	mu          sync.Mutex
-	users       map[string]*fconn
-	rooms       map[string]*froom
-	all         map[*fconn]bool
+	replayGap  bool
+	mu         sync.Mutex
+	users      map[string]*fconn
+	rooms      map[string]*froom
+	all        map[*fconn]bool
 
 	// A fake cluster is several listeners ("nodes") over the same rooms,
 	// each with its own /metrics; URLs has one WebSocket URL per node.
