@@ -1097,6 +1097,45 @@ func TestTwoTabs(t *testing.T) {
 	tab1.waitTexts(append(want, "still here?")...)
 }
 
+// TestTyping: a page with words in its composer shows as typing to the
+// others in the room, and in a private conversation to the peer; the
+// notice ends when the message arrives.
+func TestTyping(t *testing.T) {
+	requireSuite(t)
+	name := namer(t)
+	room, gina, hal := name("typing"), name("gina.ty"), name("hal.ty")
+	g := newSession(t, "gina", 1280, 800)
+	h := newSession(t, "hal", 1280, 800)
+	g.login(gina)
+	h.login(hal)
+	g.join(room)
+	h.join(room)
+	h.waitMembers(gina, hal)
+
+	g.run(chromedp.SendKeys(`#message-input`, "half a thought", chromedp.ByID))
+	h.waitJS("gina typing", fmt.Sprintf(`JSON.stringify(window.nbchat.typing()) === %q &&
+		document.getElementById('typing').textContent === %q`, jsonList([]string{gina}), gina+" is typing…"))
+	var own []string
+	g.eval(`window.nbchat.typing()`, &own)
+	if len(own) != 0 {
+		t.Fatalf("gina's page shows %q typing, want nobody (not herself)", own)
+	}
+	g.run(pressEnter(0))
+	h.waitTexts("half a thought")
+	h.waitJS("typing cleared by the message", `window.nbchat.typing().length === 0 && document.getElementById('typing').textContent === ''`)
+
+	// Privately: hal writes to gina, whose private conversation with him is open.
+	g.run(chromedp.Click(`#member-list [data-name="`+hal+`"] button`, chromedp.ByQuery))
+	g.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === '`+hal+`'`)
+	h.run(chromedp.Click(`#member-list [data-name="`+gina+`"] button`, chromedp.ByQuery))
+	h.waitJS("dm open", `window.nbchat.active()?.kind === 'dm' && window.nbchat.active()?.name === '`+gina+`'`)
+	h.run(chromedp.SendKeys(`#message-input`, "psst", chromedp.ByID))
+	g.waitJS("hal typing privately", fmt.Sprintf(`document.getElementById('typing').textContent === %q`, hal+" is typing…"))
+	// Not in the room, where hal is not typing.
+	g.run(chromedp.Click(`[data-testid=room-item][data-room="`+room+`"]`, chromedp.ByQuery))
+	g.waitJS("room shows nobody typing", `window.nbchat.active()?.kind === 'room' && document.getElementById('typing').textContent === ''`)
+}
+
 func TestPhoneWidth(t *testing.T) {
 	requireSuite(t)
 	name := namer(t)

@@ -414,6 +414,19 @@ func (c *conn) handle(r *protocol.Request) {
 			return
 		}
 		rm.Members(c, r.After, r.Limit, r.ID)
+	case protocol.TypeTyping:
+		if r.Room == nil {
+			c.srv.hub.TypingTo(c.user, r.To)
+			return
+		}
+		i := c.roomIndex(r.Room)
+		if i < 0 {
+			c.replyError(r.ID, errNotMember)
+			return
+		}
+		if err := c.rooms[i].Typing(c); err != nil {
+			c.replyError(r.ID, err)
+		}
 	case protocol.TypeRooms:
 		c.srv.hub.Rooms(c, r.ID)
 	case protocol.TypePing:

@@ -14,6 +14,8 @@
 //	{"type":"join","room":"lobby","since":16}
 //	{"type":"members","room":"lobby","after":"bob","limit":100}
 //	{"type":"history","room":"lobby","before":17,"limit":50}
+//	{"type":"typing","room":"lobby"}
+//	{"type":"typing","to":"bob"}
 //	{"type":"rooms"}
 //	{"type":"ping"}
 //
@@ -24,6 +26,8 @@
 //	{"type":"left","room":"lobby"}
 //	{"type":"msg","room":"lobby","from":"alice","text":"hi","seq":17,"ts":1763770000123}
 //	{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123}
+//	{"type":"typing","room":"lobby","from":"alice"}
+//	{"type":"typing","from":"alice","to":"bob"}
 //	{"type":"presence","room":"lobby","event":"join","name":"carol","count":3}
 //	{"type":"presence","room":"lobby","joined":["carol"],"left":[],"count":3}
 //	{"type":"members","room":"lobby","count":3,"members":["carol"]}

@@ -120,6 +120,25 @@ func DM(from, to string, text []byte, ts int64, seq uint64) *Frame {
 	return f.finish(append(b, '}'), OpText)
 }
 
+// Typing tells a room's members that from is typing there, or, with room
+// "", the user to that from is typing to them. Nothing is kept or
+// numbered: a client shows it for a few seconds unless another comes.
+func Typing(room, from, to string) *Frame {
+	f := newFrame()
+	b := append(f.buf, `{"type":"typing"`...)
+	if room != "" {
+		b = append(b, `,"room":`...)
+		b = AppendString(b, room)
+	}
+	b = append(b, `,"from":`...)
+	b = AppendString(b, from)
+	if to != "" {
+		b = append(b, `,"to":`...)
+		b = AppendString(b, to)
+	}
+	return f.finish(append(b, '}'), OpText)
+}
+
 // Presence events.
 const (
 	EventJoin  = "join"

@@ -162,6 +162,16 @@ var encoderTests = []struct {
 		`{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123,"seq":3}`,
 	},
 	{
+		"typing in a room", func() *protocol.Frame { return protocol.Typing("lobby", "alice", "") },
+		`{"type":"typing","room":"lobby","from":"alice"}`,
+		`{"type":"typing","room":"lobby","from":"alice"}`,
+	},
+	{
+		"typing to a user", func() *protocol.Frame { return protocol.Typing("", "alice", "bob") },
+		`{"type":"typing","from":"alice","to":"bob"}`,
+		`{"type":"typing","from":"alice","to":"bob"}`,
+	},
+	{
 		"presence event", func() *protocol.Frame { return protocol.PresenceEvent("lobby", protocol.EventJoin, "carol", 3) },
 		`{"type":"presence","room":"lobby","event":"join","name":"carol","count":3}`,
 		`{"type":"presence","room":"lobby","event":"join","name":"carol","count":3}`,

@@ -47,6 +47,8 @@ var (
 	errNoRoom          = &Error{CodeBadRequest, "missing room"}
 	errBadRoom         = &Error{CodeBadName, "room must be 1-32 letters, digits, '_', '-' or '.'"}
 	errNoTo            = &Error{CodeBadRequest, "missing to"}
+	errTypingWhere     = &Error{CodeBadRequest, "typing needs room or to"}
+	errTypingBoth      = &Error{CodeBadRequest, "typing takes room or to, not both"}
 	errBadTo           = &Error{CodeBadName, "to must be 1-32 letters, digits, '_', '-' or '.'"}
 	errBadAfter        = &Error{CodeBadName, "after must be a name"}
 	errNoText          = &Error{CodeBadRequest, "missing text"}

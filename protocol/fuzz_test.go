@@ -19,6 +19,8 @@ var requestSeeds = []string{
 	`{"type":"members","room":"lobby","after":"bob","limit":100}`,
 	`{"type":"members","room":"lobby","limit":1000,"id":-1.5e3}`,
 	`{"type":"rooms"}`,
+	`{"type":"typing","room":"lobby"}`,
+	`{"type":"typing","to":"bob","id":2}`,
 	`{"type":"ping","id":"p"}`,
 	` { "id" : "x" , "type" : "ping" , "extra" : [ {"a":null} , true , 1e9 ] } `,
 	// Broken ones.
@@ -243,7 +245,7 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 			if !ok {
 				return f, false
 			}
-			for t := protocol.TypeJoin; t <= protocol.TypeHistory; t++ {
+			for t := protocol.TypeJoin; t <= protocol.TypeTyping; t++ {
 				if t.String() == *s {
 					f.Type = t
 				}
@@ -336,6 +338,11 @@ func refDecode(in []byte, maxText int) (fields, bool) {
 		}
 		return f, room != nil && protocol.ValidName(*room) &&
 			f.Limit >= 1 && f.Limit <= protocol.MaxHistoryPage
+	case protocol.TypeTyping:
+		if room != nil {
+			return f, to == nil && protocol.ValidName(*room)
+		}
+		return f, to != nil && protocol.ValidName(*to)
 	}
 	return f, true
 }

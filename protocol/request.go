@@ -18,6 +18,7 @@ const (
 	TypeRooms
 	TypePing
 	TypeHistory
+	TypeTyping
 )
 
 var typeNames = [...]string{
@@ -29,6 +30,7 @@ var typeNames = [...]string{
 	TypeRooms:   "rooms",
 	TypePing:    "ping",
 	TypeHistory: "history",
+	TypeTyping:  "typing",
 }
 
 // String returns the type as it appears on the wire.
@@ -266,6 +268,17 @@ func (r *Request) validate(maxText int) *Error {
 			return errBadTo
 		}
 		return checkText(r.Text, maxText)
+	case TypeTyping:
+		switch {
+		case r.Room != nil && r.To != nil:
+			return errTypingBoth
+		case r.Room != nil:
+			return checkRoom(r.Room)
+		case r.To == nil:
+			return errTypingWhere
+		case !ValidName(r.To):
+			return errBadTo
+		}
 	case TypeMembers:
 		if err := checkRoom(r.Room); err != nil {
 			return err

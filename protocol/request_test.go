@@ -65,6 +65,8 @@ func TestDecodeValid(t *testing.T) {
 		{"members limit 1", `{"type":"members","room":"r","limit":1}`, fields{Type: protocol.TypeMembers, Room: "r", Limit: 1}},
 		{"members limit 1000", `{"type":"members","room":"r","limit":1000}`, fields{Type: protocol.TypeMembers, Room: "r", Limit: 1000}},
 		{"rooms", `{"type":"rooms"}`, fields{Type: protocol.TypeRooms, Limit: page}},
+		{"typing in a room", `{"type":"typing","room":"lobby"}`, fields{Type: protocol.TypeTyping, Room: "lobby", Limit: page}},
+		{"typing to a user", `{"type":"typing","to":"bob"}`, fields{Type: protocol.TypeTyping, To: "bob", Limit: page}},
 		{"ping", `{"type":"ping"}`, fields{Type: protocol.TypePing, Limit: page}},
 		{"type last", `{"room":"lobby","text":"hi","type":"msg"}`, fields{Type: protocol.TypeMsg, Room: "lobby", Text: "hi", Limit: page}},
 		{"whitespace everywhere", " \t\r\n{ \"type\" :\n\"msg\" , \"room\"\t: \"a\" ,\"text\":\"b\"\r\n} \n", fields{Type: protocol.TypeMsg, Room: "a", Text: "b", Limit: page}},
@@ -223,6 +225,10 @@ func TestDecodeInvalid(t *testing.T) {
 		{"dm without to", `{"type":"dm","text":"hi"}`, 0, protocol.CodeBadRequest, "missing to"},
 		{"dm without text", `{"type":"dm","to":"bob"}`, 0, protocol.CodeBadRequest, "missing text"},
 		{"members without room", `{"type":"members"}`, 0, protocol.CodeBadRequest, "missing room"},
+		{"typing nowhere", `{"type":"typing"}`, 0, protocol.CodeBadRequest, "room or to"},
+		{"typing in a room and to a user", `{"type":"typing","room":"a","to":"b"}`, 0, protocol.CodeBadRequest, "not both"},
+		{"typing in a bad room", `{"type":"typing","room":"a b"}`, 0, protocol.CodeBadName, ""},
+		{"typing to a bad name", `{"type":"typing","to":""}`, 0, protocol.CodeBadName, ""},
 
 		// Fields of the wrong JSON type.
 		{"room number", `{"type":"join","room":1}`, 0, protocol.CodeBadRequest, "room must be a string"},
@@ -512,7 +518,8 @@ func TestTypeString(t *testing.T) {
 		{protocol.TypeRooms, "rooms"},
 		{protocol.TypePing, "ping"},
 		{protocol.TypeHistory, "history"},
-		{protocol.TypeHistory + 1, "unknown"},
+		{protocol.TypeTyping, "typing"},
+		{protocol.TypeTyping + 1, "unknown"},
 		{255, "unknown"},
 	}
 	for _, tt := range tests {

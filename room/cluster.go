@@ -61,6 +61,7 @@ const (
 	OpRelease               // Name's connection on the sender closed
 	OpAdopt                 // Name is connected on the sender (after a rehome)
 	OpHandoff               // Name's direct messages, now owned here: Seq the latest, Frames from Since on
+	OpTyping                // Name is typing in Room, or to the user To
 )
 
 // Deliveries to a node (Cluster.Deliver).
@@ -185,6 +186,12 @@ func (h *Hub) HandleOwner(e *Envelope) {
 	switch e.Op {
 	case OpJoin, OpLeave, OpPublish, OpHistory, OpMembers, OpEnsure, OpResync:
 		h.ownerRoomRequest(e)
+	case OpTyping:
+		if e.Room != "" {
+			h.ownerRoomRequest(e)
+		} else if u := h.ownedUser(e.To); u != nil && e.To != e.Name {
+			u.typing(e.Name)
+		}
 	case OpDM:
 		h.remoteDM(e)
 	case OpDMEcho:
@@ -236,7 +243,7 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 		return
 	}
 	if r == nil {
-		if e.Op == OpLeave || e.Op == OpResync {
+		if e.Op == OpLeave || e.Op == OpResync || e.Op == OpTyping {
 			return
 		}
 		r, _ = roomFor(h, e.Room)
@@ -272,6 +279,10 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 	case OpMembers:
 		m := &remoteMember{h: h, node: e.Node, name: e.Name}
 		r.membersLocked(m, e.After, e.Limit, e.Ref)
+	case OpTyping:
+		if r.remoteMember(e.Node, e.Name) != nil {
+			r.typingLocked(e.Name)
+		}
 	case OpResync:
 		var frames [][]byte
 		first := uint64(0)

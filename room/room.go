@@ -546,6 +546,52 @@ func (r *Room) firstNames(n int) func(func(string) bool) {
 	}
 }
 
+// Typing tells the room's other members that m's user is typing: at once,
+// and to none of the user's own connections. Rooms of more than
+// PresenceLimit users drop it, as they coalesce presence: there it would be
+// noise that costs a write per member. Nothing is kept or numbered.
+func (r *Room) Typing(m Member) *protocol.Error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.find(m); !ok {
+		return errNotMember
+	}
+	if r.owner != "" {
+		_ = r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpTyping, Room: r.name, Name: m.Name()})
+		return nil
+	}
+	r.typingLocked(m.Name())
+	return nil
+}
+
+// typingEvent, as the To of an unnumbered OpFrame, says it is a typing
+// notice: mirrors pass it on to their members but the typist.
+const typingEvent = "typing"
+
+// typingLocked sends a typing notice from the user called name. r.mu must
+// be held.
+func (r *Room) typingLocked(name string) {
+	if r.total > r.hub.cfg.PresenceLimit {
+		return
+	}
+	f := protocol.Typing(r.name, name, "")
+	r.deliverRemotesLocked(f, 0, 0, name, typingEvent)
+	n := 0
+	for _, m := range r.members {
+		if m.Name() != name {
+			n++
+		}
+	}
+	f.Retain(n)
+	for _, m := range r.members {
+		if m.Name() != name {
+			m.Send(f)
+		}
+	}
+	f.Release()
+	r.hub.deliveries.Add(uint64(n))
+}
+
 // presenceLocked tells the other members that the member called name (m
 // if it is on this node, else nil) joined or left: at once in a small room,
 // at the next tick in a big one, or in a small one that has already sent

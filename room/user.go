@@ -604,6 +604,39 @@ func (h *Hub) echoDM(from, to string, text []byte, ts int64) {
 	}
 }
 
+// TypingTo tells the user called to, on each of its connections, that from
+// is typing to it. Nothing is kept; a user not known here is not told.
+func (h *Hub) TypingTo(from *User, to []byte) {
+	if c := h.cfg.Cluster; c != nil {
+		if owner := c.UserOwner(string(to)); owner != "" {
+			_ = c.Send(owner, &Envelope{Op: OpTyping, Name: from.name, To: string(to)})
+			return
+		}
+	}
+	if target := h.user(to); target != nil && target.name != from.name {
+		target.typing(from.name)
+	}
+}
+
+// typing sends u's attached connections a typing notice from the user
+// called from.
+func (u *User) typing(from string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f := protocol.Typing("", from, u.name)
+	for _, s := range u.more() {
+		if s.attached {
+			f.Retain(1)
+			s.m.Send(f)
+		}
+	}
+	if u.attached && u.member != nil {
+		u.member.Send(f)
+	} else {
+		f.Release()
+	}
+}
+
 // sweepUsers forgets users that have been away longer than OfflineTTL and
 // drops direct messages older than HistoryAge.
 func (h *Hub) sweepUsers(now int64) {
