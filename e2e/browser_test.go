@@ -1210,6 +1210,8 @@ func TestScreenshots(t *testing.T) {
 	carol.say("got a minute later?")
 	alice.waitJS("unread badges", `document.querySelectorAll('#rooms-panel .badge').length >= 2`)
 	bob.waitJS("last message", `document.body.textContent.includes('plain text')`)
+	bob.run(chromedp.SendKeys(`#message-input`, "Ship it", chromedp.ByID))
+	alice.waitJS("bob typing", `window.nbchat.typing().length === 1`)
 	alice.screenshot(filepath.Join("..", "docs", "screenshot-desktop.png"))
 	bob.screenshot(filepath.Join("..", "docs", "screenshot-phone.png"))
 }
