@@ -248,6 +248,7 @@ type session struct {
 	label string
 	ctx   context.Context
 	close context.CancelFunc
+	bcID  cdp.BrowserContextID
 }
 
 const waitTimeout = 10 * time.Second
@@ -271,19 +272,36 @@ func newSessionAt(t *testing.T, label string, width, height int64, url string) *
 	if err != nil {
 		t.Fatalf("%s: create browser context: %v", label, err)
 	}
+	return openTab(t, label, width, height, url, bcID, true)
+}
+
+// newTab opens url in another tab of s's browser context: the two share
+// storage, as two tabs of one browser do.
+func (s *session) newTab(label string, width, height int64, url string) *session {
+	s.t.Helper()
+	return openTab(s.t, label, width, height, url, s.bcID, false)
+}
+
+// openTab opens url in a new tab of the browser context bcID, which it
+// disposes of when the tab closes if owner.
+func openTab(t *testing.T, label string, width, height int64, url string, bcID cdp.BrowserContextID, owner bool) *session {
+	t.Helper()
+	bexec := cdp.WithExecutor(browserCtx, chromedp.FromContext(browserCtx).Browser)
 	tid, err := target.CreateTarget("about:blank").WithBrowserContextID(bcID).WithNewWindow(true).Do(bexec)
 	if err != nil {
 		t.Fatalf("%s: create tab: %v", label, err)
 	}
 	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithTargetID(tid))
-	s := &session{t: t, label: label, ctx: ctx}
+	s := &session{t: t, label: label, ctx: ctx, bcID: bcID}
 	s.close = func() {
 		cancel()
 		ctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		defer c()
 		bexec := cdp.WithExecutor(ctx, chromedp.FromContext(browserCtx).Browser)
 		_ = target.CloseTarget(tid).Do(bexec)
-		_ = target.DisposeBrowserContext(bcID).Do(bexec)
+		if owner {
+			_ = target.DisposeBrowserContext(bcID).Do(bexec)
+		}
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -874,6 +892,50 @@ func TestPendingSurvivesReload(t *testing.T) {
 		t.Fatalf("bob sees %q, want %q", got, want)
 	}
 	bob.assertSeqs(1, 2)
+}
+
+// TestTabsShareTheOutbox: two tabs of one browser share its storage. A
+// message written in a tab that is offline survives that tab's reload even
+// though the other tab, online, wrote its own outbox meanwhile; and one
+// left in a tab that was closed is sent by the other tab at its next login.
+func TestTabsShareTheOutbox(t *testing.T) {
+	requireSuite(t)
+	name := namer(t)
+	room, ivy, jon := name("tabs-outbox"), name("ivy.tb"), name("jon.tb")
+	tabB := newSession(t, "tabB", 1280, 800) // owns the browser context, so it outlives tabA
+	jonS := newSession(t, "jon", 1280, 800)
+	tabB.login(ivy)
+	jonS.login(jon)
+	tabB.join(room)
+	jonS.join(room)
+	tabA := tabB.newTab("tabA", 1280, 800, srv.url())
+	tabA.login(ivy)
+	tabA.waitJS("in the room", fmt.Sprintf(`window.nbchat.rooms().some(r => r.name === %q && r.joined)`, room))
+	tabA.run(chromedp.Click(`[data-testid=room-item][data-room="`+room+`"]`, chromedp.ByQuery))
+
+	tabA.goOffline()
+	tabA.say("written in tab A")
+	tabA.waitJS("pending", `window.nbchat.pendingCount() === 1`)
+	tabB.say("from tab B")
+	jonS.waitTexts("from tab B")
+	tabB.waitJS("acknowledged", `window.nbchat.pendingCount() === 0`)
+	tabA.run(chromedp.Reload(), chromedp.WaitVisible(`#name-input`, chromedp.ByID))
+	tabA.login(ivy)
+	jonS.waitTexts("from tab B", "written in tab A")
+
+	// A message left in a closed tab.
+	tabA.goOffline()
+	tabA.say("left in a closed tab")
+	tabA.waitJS("pending", `window.nbchat.pendingCount() === 1`)
+	tabA.close()
+	tabB.run(chromedp.Reload(), chromedp.WaitVisible(`#name-input`, chromedp.ByID))
+	tabB.login(ivy)
+	want := []string{"from tab B", "written in tab A", "left in a closed tab"}
+	jonS.waitTexts(want...)
+	time.Sleep(300 * time.Millisecond)
+	if got := jonS.texts(); !slices.Equal(got, want) {
+		t.Fatalf("jon: messages = %q, want %q", got, want)
+	}
 }
 
 // TestLoadEarlier: a newcomer sees the last 50 messages and pages back
