@@ -30,8 +30,8 @@ test: lint deps ## vet, format check, every test with the race detector, load-te
 # every reader drops and rejoins with since; past the upgrade limit (above the ramp's rate) some wait out a 503
 	SERVER_FLAGS='-max-upgrade-rate 1000' loadtest/with-server.sh -preset smoke -scenario storm -rate 800 -progress lines -out reports/storm-smoke
 # the old sockets stay open and silent: each reader is back at once beside its old socket (a name may have
-# several connections), and the server's probe of the name's holders must close every old one (in a
-# cluster, where names are exclusive, the name comes free only then)
+# several connections), and the server's probe of the name's holders must close every old one (on a
+# cluster, through the name's owner)
 	SERVER_FLAGS='-max-upgrade-rate 1000' loadtest/with-server.sh -preset smoke -scenario storm -storm-silent -rate 800 -progress lines -out reports/storm-silent-smoke
 	loadtest/cluster.sh -preset smoke -progress lines -out reports/smoke-cluster
 	loadtest/cluster.sh -preset smoke -scenario storm -progress lines -out reports/storm-smoke-cluster

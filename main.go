@@ -71,7 +71,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time allowed from accept to the first request, and for that request")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection quiet for this long")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 75*time.Second, "close a connection quiet for this long")
-	fs.IntVar(&cfg.Room.Sessions, "sessions", 8, "connections that may hold one name at once (a user's tabs and devices; 1: names are exclusive; a cluster allows one); one more gets 409")
+	fs.IntVar(&cfg.Room.Sessions, "sessions", 8, "connections that may hold one name at once (a user's tabs and devices, on any nodes of a cluster; 1: names are exclusive); one more gets 409")
 	fs.DurationVar(&cfg.NameProbe, "name-probe", 5*time.Second, "when a connection asks for a name others hold, close each holder that does not answer a ping within this long (an asker refused past -sessions gets 409 with Retry-After; 0: off)")
 	fs.IntVar(&cfg.Room.Shards, "shards", 64, "room and user shards (a power of two)")
 	fs.IntVar(&cfg.Room.PresenceLimit, "presence-limit", 200, "rooms up to this size get each join and leave at once; bigger rooms get them coalesced")

@@ -59,6 +59,23 @@ func startNodes(t *testing.T, natsURL string, n int) []*testNode {
 	return nodes
 }
 
+// startExclusiveNodes is startNodes with names exclusive (-sessions 1):
+// a name held anywhere in the cluster is refused everywhere.
+func startExclusiveNodes(t *testing.T, natsURL string, n int) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := range n {
+		nodes = append(nodes, startExclusiveNode(t, natsURL, fmt.Sprintf("n%d", i+1)))
+	}
+	waitView(t, nodes, n)
+	return nodes
+}
+
+func startExclusiveNode(t testing.TB, natsURL, name string) *testNode {
+	t.Helper()
+	return startNodeTweaked(t, natsURL, name, true, func(_ *Config, c *loop.Config) { c.Room.Sessions = 1 })
+}
+
 func startNode(t testing.TB, natsURL, name string) *testNode {
 	t.Helper()
 	return startNodeWith(t, natsURL, name, true)
@@ -293,7 +310,7 @@ func TestRoomAcrossNodes(t *testing.T) {
 
 func TestNamesAndDMsAcrossNodes(t *testing.T) {
 	_, url := startNATS(t, 0)
-	nodes := startNodes(t, url, 3)
+	nodes := startExclusiveNodes(t, url, 3)
 	// Find a name owned by the third node, so a connection on the first
 	// must claim it remotely.
 	name := findName(t, "bob", func(n string) bool { return nodes[0].node.UserOwner(n) == "n3" })
@@ -518,7 +535,7 @@ func ownerAmong(kind byte, key string, nodes ...string) string {
 
 func TestNodeJoinsMidChat(t *testing.T) {
 	_, url := startNATS(t, 0)
-	nodes := startNodes(t, url, 2)
+	nodes := startExclusiveNodes(t, url, 2)
 	// A room the third node will take over when it joins.
 	room := findName(t, "room", func(r string) bool { return ownerAmong('r', r, "n1", "n2", "n3") == "n3" })
 	// And a user the third node will own.
@@ -537,7 +554,7 @@ func TestNodeJoinsMidChat(t *testing.T) {
 	alice.join(room)
 	bob.join(room)
 	before := chat(t, room, "before", 5, alice, bob)
-	nodes = append(nodes, startNode(t, url, "n3"))
+	nodes = append(nodes, startExclusiveNode(t, url, "n3"))
 	waitView(t, nodes, 3)
 	// The name stays taken and DMs still reach its connection.
 	deadline := time.Now().Add(5 * time.Second)
@@ -567,7 +584,7 @@ func TestNodeJoinsMidChat(t *testing.T) {
 
 func TestNodeRestartsUnderSameName(t *testing.T) {
 	_, url := startNATS(t, 0)
-	nodes := startNodes(t, url, 3)
+	nodes := startExclusiveNodes(t, url, 3)
 	// A user owned by n1 but connected to n3, which crashes and comes back
 	// under the same name before the others notice it was gone.
 	zed := findName(t, "zed", func(u string) bool { return nodes[0].node.UserOwner(u) == "" })
@@ -576,7 +593,7 @@ func TestNodeRestartsUnderSameName(t *testing.T) {
 		t.Fatalf("%s while connected: status %d, want 409", zed, status)
 	}
 	nodes[2].kill()
-	nodes[2] = startNode(t, url, "n3")
+	nodes[2] = startExclusiveNode(t, url, "n3")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		status, c := dial(t, nodes[0].addr, "name="+zed)

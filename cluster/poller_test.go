@@ -161,7 +161,7 @@ func TestStalledNATSDoesNotStallTheNode(t *testing.T) {
 // that name waits for NATS.
 func TestUpgradesOnThePollerOnlyForLocalNames(t *testing.T) {
 	_, url := startNATS(t, 0)
-	nodes := startNodes(t, url, 2)
+	nodes := startExclusiveNodes(t, url, 2)
 	local := findName(t, "ann", func(u string) bool { return ownerAmong('u', u, "n1", "n2") == "n1" })
 	remote := findName(t, "bob", func(u string) bool { return ownerAmong('u', u, "n1", "n2") == "n2" })
 	fast := func() float64 {

@@ -19,6 +19,7 @@ func TestNameProbeAcrossNodes(t *testing.T) {
 		nodes = append(nodes, startNodeTweaked(t, url, name, false, func(_ *Config, c *loop.Config) {
 			c.NameProbe = time.Second
 			c.PingInterval, c.IdleTimeout = time.Hour, 2*time.Hour
+			c.Room.Sessions = 1
 		}))
 	}
 	waitView(t, nodes, 3)

@@ -14,7 +14,7 @@ var errShort = errors.New("cluster: truncated message")
 
 // wireVersion is the first byte of every message, so a node of another
 // version is noticed instead of misread.
-const wireVersion = 1
+const wireVersion = 2
 
 func appendEnvelope(b []byte, e *room.Envelope) []byte {
 	b = append(b, wireVersion, byte(e.Op), e.Hops)
@@ -35,7 +35,7 @@ func appendEnvelope(b []byte, e *room.Envelope) []byte {
 	for _, f := range e.Frames {
 		b = appendBytes(b, f)
 	}
-	return b
+	return binary.AppendUvarint(b, e.Conn)
 }
 
 // decodeEnvelope fills e from b; byte fields alias b.
@@ -70,6 +70,7 @@ func decodeEnvelope(b []byte, e *room.Envelope) error {
 			e.Frames[i] = d.bytes()
 		}
 	}
+	e.Conn = d.uvarint()
 	return d.err
 }
 

@@ -15,7 +15,7 @@ import (
 // either end seeing a FIN or an error, as when a phone changes networks or
 // a NAT forgets the flow: both sockets stay open and nothing gets through.
 // The page finds its socket dead by its heartbeat and reconnects on a new
-// path. With names exclusive (-sessions 1, as in a cluster) the server
+// path. With names exclusive (-sessions 1) the server
 // still holds the name for the old socket and answers 409, pings the old
 // socket, gets no pong and closes it; the page's next attempt gets the name
 // back and every message sent meanwhile, once, in order. When the browser

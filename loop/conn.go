@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/lesismal/nbio"
 
@@ -78,6 +79,11 @@ type conn struct {
 
 // Name implements room.Member.
 func (c *conn) Name() string { return c.user.Name() }
+
+// Token implements room.Addressed: a live connection's address is unique,
+// and a reply for a closed one that reached a new connection at the same
+// address would also need its name.
+func (c *conn) Token() uint64 { return uint64(uintptr(unsafe.Pointer(c))) }
 
 // Send implements room.Member: it queues f, taking over one reference.
 func (c *conn) Send(f *protocol.Frame) {

@@ -59,7 +59,7 @@ const (
 	OpEnsure                // the sender thinks this node owns Room now; Seq 1: the sender holds it
 	OpResync                // resend Room's messages after Seq
 	OpRelease               // Name's connection on the sender closed
-	OpAdopt                 // Name is connected on the sender (after a rehome)
+	OpAdopt                 // Name has Limit connections on the sender (after a rehome)
 	OpHandoff               // Name's direct messages, now owned here: Seq the latest, Frames from Since on
 	OpTyping                // Name is typing in Room, or to the user To
 )
@@ -98,6 +98,13 @@ type Envelope struct {
 	Before int64
 	Limit  int
 	Frames [][]byte
+
+	// Conn names the connection on the sender a request came from, and so
+	// the one its reply is for (0: every connection of Name's there).
+	Conn uint64
+	// from is, in a mirrored room's inflight messages, the connection here
+	// that sent it; it does not travel.
+	from Member
 }
 
 // ClaimReply is what one node knows of a room another node claims.
@@ -131,6 +138,25 @@ type remoteMember struct {
 	h    *Hub
 	node string
 	name string
+	// conns counts the user's connections on node, when it is a session of
+	// a user this node owns.
+	conns int32
+	// conn, in a reply to one request, is the requesting connection.
+	conn uint64
+}
+
+// Addressed is a Member that replies from another node can be addressed
+// to: its token is unique among this node's live connections.
+type Addressed interface {
+	Token() uint64
+}
+
+// tokenOf returns m's token, or 0.
+func tokenOf(m Member) uint64 {
+	if a, ok := m.(Addressed); ok {
+		return a.Token()
+	}
+	return 0
 }
 
 func (m *remoteMember) Name() string { return m.name }
@@ -141,7 +167,7 @@ func (m *remoteMember) Probe() {
 }
 
 func (m *remoteMember) Send(f *protocol.Frame) {
-	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Frames: [][]byte{f.Payload()}})
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Conn: m.conn, Frames: [][]byte{f.Payload()}})
 	f.Release()
 }
 
@@ -206,7 +232,7 @@ func (h *Hub) HandleOwner(e *Envelope) {
 	case OpRelease:
 		h.releaseRemote(e.Node, e.Name)
 	case OpAdopt:
-		h.adopt(e.Node, e.Name)
+		h.adopt(e.Node, e.Name, int32(e.Limit))
 	case OpHandoff:
 		h.takeDMs(e)
 	}
@@ -269,15 +295,15 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 	case OpPublish:
 		r.publishRemoteLocked(e)
 	case OpHistory:
-		m := r.remoteMember(e.Node, e.Name)
-		if m == nil {
-			h.errorTo(e.Node, e.Name, e.Ref, errNotMember)
+		if r.remoteMember(e.Node, e.Name) == nil {
+			h.errorTo(e.Node, e.Name, e.Conn, e.Ref, errNotMember)
 			return
 		}
 		msgs, more := r.hist.page(e.Before, e.Limit)
+		m := &remoteMember{h: h, node: e.Node, name: e.Name, conn: e.Conn}
 		m.Send(protocol.History(e.Ref, r.name, msgs, more))
 	case OpMembers:
-		m := &remoteMember{h: h, node: e.Node, name: e.Name}
+		m := &remoteMember{h: h, node: e.Node, name: e.Name, conn: e.Conn}
 		r.membersLocked(m, e.After, e.Limit, e.Ref)
 	case OpTyping:
 		if r.remoteMember(e.Node, e.Name) != nil {
@@ -304,13 +330,13 @@ func (h *Hub) refuseRemote(e *Envelope) {
 		if e.Op == OpPublish {
 			ref = e.ID
 		}
-		h.errorTo(e.Node, e.Name, ref, errUnavailable)
+		h.errorTo(e.Node, e.Name, e.Conn, ref, errUnavailable)
 	}
 }
 
-func (h *Hub) errorTo(node, name string, ref []byte, err *protocol.Error) {
+func (h *Hub) errorTo(node, name string, conn uint64, ref []byte, err *protocol.Error) {
 	f := protocol.Err(ref, err)
-	h.cfg.Cluster.Deliver(node, &Envelope{Op: OpTo, Name: name, Frames: [][]byte{f.Payload()}})
+	h.cfg.Cluster.Deliver(node, &Envelope{Op: OpTo, Name: name, Conn: conn, Frames: [][]byte{f.Payload()}})
 	f.Release()
 }
 
@@ -339,12 +365,8 @@ func (r *Room) claimAfterLocked(failover bool) {
 	// The member list starts over from this node's members and the answers;
 	// members this node knew of that no live node has are gone.
 	known := r.names.Clone()
-	r.names.Clear(false)
-	for _, m := range r.members {
-		r.names.ReplaceOrInsert(m.Name())
-	}
+	r.countLocalLocked()
 	r.remotes = nil
-	r.total = len(r.members)
 	best := ""
 	for node, rep := range res {
 		if rep.Seq > r.seq && (best == "" || rep.Seq > res[best].Seq) {
@@ -412,13 +434,8 @@ func (h *Hub) Relinquish(name, claimant string, failover bool) ClaimReply {
 	}
 	if r.owner == "" {
 		// From owner to mirror: members elsewhere are the new owner's now.
-		for _, set := range r.remotes {
-			for name := range set {
-				r.names.Delete(name)
-			}
-		}
+		r.countLocalLocked()
 		r.remotes = nil
-		r.total = len(r.members)
 		r.count.Store(int32(r.total))
 		r.seq = r.durable
 		r.synced = true
@@ -491,8 +508,9 @@ func (h *Hub) RestoreOwned() {
 	}
 }
 
-// addRemoteLocked records name as a member on node. It reports false if
-// it already was.
+// addRemoteLocked records name as a member on node. It reports whether the
+// user is new to the room: not on node already, nor here or on another
+// node.
 func (r *Room) addRemoteLocked(node, name string) bool {
 	if r.remotes == nil {
 		r.remotes = make(map[string]map[string]*remoteMember)
@@ -506,7 +524,10 @@ func (r *Room) addRemoteLocked(node, name string) bool {
 		return false
 	}
 	set[name] = &remoteMember{h: r.hub, node: node, name: name}
-	r.names.ReplaceOrInsert(name)
+	if _, had := r.names.ReplaceOrInsert(name); had {
+		r.addExtraLocked(name)
+		return false
+	}
 	r.total++
 	r.count.Store(int32(r.total))
 	return true
@@ -519,7 +540,7 @@ func (r *Room) remoteMember(node, name string) *remoteMember {
 func (r *Room) joinRemoteLocked(e *Envelope) {
 	h := r.hub
 	if e.Since > int64(r.durable) {
-		h.errorTo(e.Node, e.Name, e.Ref, errSinceAhead)
+		h.errorTo(e.Node, e.Name, e.Conn, e.Ref, errSinceAhead)
 		return
 	}
 	if r.addRemoteLocked(e.Node, e.Name) {
@@ -540,7 +561,7 @@ func (r *Room) joinRemoteLocked(e *Envelope) {
 	case h.cfg.JoinHistory > 0:
 		r.hist.latest(&col, h.cfg.JoinHistory)
 	}
-	reply := Envelope{Op: OpJoined, Room: r.name, Name: e.Name, Seq: r.durable, Frames: col.payloads()}
+	reply := Envelope{Op: OpJoined, Room: r.name, Name: e.Name, Conn: e.Conn, Seq: r.durable, Frames: col.payloads()}
 	if r.total <= h.cfg.PresenceLimit {
 		// The whole member list, which the mirror keeps up to date from
 		// presence, so that a new owner can tell who vanished with a dead one.
@@ -565,6 +586,9 @@ func (r *Room) leaveRemoteLocked(node, name string) {
 	if len(set) == 0 {
 		delete(r.remotes, node)
 	}
+	if r.dropExtraLocked(name) {
+		return // the user is still here, or on another node
+	}
 	r.names.Delete(name)
 	r.total--
 	r.count.Store(int32(r.total))
@@ -579,7 +603,7 @@ func (r *Room) leaveRemoteLocked(node, name string) {
 func (r *Room) publishRemoteLocked(e *Envelope) {
 	m := r.remoteMember(e.Node, e.Name)
 	if m == nil {
-		r.hub.errorTo(e.Node, e.Name, e.ID, errNotMember)
+		r.hub.errorTo(e.Node, e.Name, e.Conn, e.ID, errNotMember)
 		return
 	}
 	if seq, dup := r.recall(e.Name, e.ID); dup {
@@ -641,37 +665,31 @@ func (h *Hub) HandleNode(e *Envelope) {
 			_ = h.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: e.Room, Name: e.Name})
 		}
 	case OpTo:
-		u := h.local(e.Name)
-		if u == nil {
-			return
-		}
-		u.mu.Lock()
-		for _, p := range e.Frames {
-			f := protocol.NewFrame(protocol.OpText, p)
-			if !u.attached {
-				x := u.extra()
-				x.early = append(x.early, f)
-			} else if u.member != nil {
-				u.member.Send(f)
-			} else {
-				f.Release()
+		if u := h.local(e.Name); u != nil {
+			u.mu.Lock()
+			for _, p := range e.Frames {
+				u.toLocalLocked(protocol.NewFrame(protocol.OpText, p), e.Conn)
 			}
+			u.mu.Unlock()
 		}
-		u.mu.Unlock()
 	case OpProbe:
 		if u := h.local(e.Name); u != nil {
-			if m := u.localMember(); m != nil && !isRemote(m) {
-				probe(m)
-			}
+			u.mu.Lock()
+			u.probeSessions()
+			u.mu.Unlock()
 		}
 	case OpAck:
+		var from Member
 		if r := h.Find([]byte(e.Room)); r != nil {
-			r.acked(e.Name, e.ID)
+			from = r.acked(e.Name, e.ID)
 		}
-		if u := h.local(e.Name); u != nil {
-			if a, ok := u.localMember().(Acker); ok {
-				a.Acked(e.Room, e.ID, e.Seq)
+		if from == nil {
+			if u := h.local(e.Name); u != nil {
+				from = u.localMember()
 			}
+		}
+		if a, ok := from.(Acker); ok {
+			a.Acked(e.Room, e.ID, e.Seq)
 		}
 	}
 }
@@ -698,19 +716,21 @@ func (r *Room) mirror(e *Envelope) {
 	}
 	switch e.Op {
 	case OpJoined:
-		m := r.joiningMember(e.Name)
+		m := r.joiningMember(e.Name, e.Conn)
 		if m == nil {
 			// A member joining again (with since) gets its replay; anyone
 			// else has left meanwhile.
 			for _, lm := range r.members {
-				if lm.Name() == e.Name {
+				if lm.Name() == e.Name && (e.Conn == 0 || tokenOf(lm) == e.Conn) {
 					for _, p := range e.Frames {
 						lm.Send(protocol.NewFrame(protocol.OpText, p))
 					}
 					return
 				}
 			}
-			_ = r.hub.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: r.name, Name: e.Name})
+			if !r.hasLocalLocked(e.Name, nil) {
+				_ = r.hub.cfg.Cluster.Send(e.Node, &Envelope{Op: OpLeave, Room: r.name, Name: e.Name})
+			}
 			return
 		}
 		delete(r.joining, m)
@@ -819,13 +839,31 @@ func (r *Room) resyncLocked() {
 	}
 }
 
-func (r *Room) joiningMember(name string) Member {
+// joiningMember returns the joining connection a joined reply is for: the
+// one whose token is conn, or with conn 0 one called name.
+func (r *Room) joiningMember(name string, conn uint64) Member {
 	for m := range r.joining {
-		if m.Name() == name {
+		if m.Name() == name && (conn == 0 || tokenOf(m) == conn) {
 			return m
 		}
 	}
 	return nil
+}
+
+// hasLocalLocked reports whether a connection here other than but, a
+// member or joining, is called name. r.mu must be held.
+func (r *Room) hasLocalLocked(name string, but Member) bool {
+	for _, m := range r.members {
+		if m != but && m.Name() == name {
+			return true
+		}
+	}
+	for m := range r.joining {
+		if m != but && m.Name() == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Rehome is called when the set of live nodes changes: rooms and users
@@ -872,10 +910,16 @@ func (h *Hub) Rehome(gone []string) {
 	for i := range h.users {
 		s := &h.users[i]
 		s.mu.Lock()
-		var adopt []string
+		type adoption struct {
+			name  string
+			conns int
+		}
+		var adopt []adoption
 		for name, u := range s.locals {
 			if owner := c.UserOwner(name); owner != "" {
-				adopt = append(adopt, name)
+				u.mu.Lock()
+				adopt = append(adopt, adoption{name, u.sessions()})
+				u.mu.Unlock()
 			} else if u.remote {
 				h.takeOverLocked(s, u)
 			}
@@ -900,8 +944,8 @@ func (h *Hub) Rehome(gone []string) {
 		for i := range handoff {
 			_ = c.Send(handoff[i].To, &handoff[i])
 		}
-		for _, name := range adopt {
-			_ = c.Send(c.UserOwner(name), &Envelope{Op: OpAdopt, Name: name})
+		for _, a := range adopt {
+			_ = c.Send(c.UserOwner(a.name), &Envelope{Op: OpAdopt, Name: a.name, Limit: a.conns})
 		}
 	}
 }
@@ -976,7 +1020,7 @@ func (h *Hub) Reconnected() {
 				r.resyncLocked()
 			}
 			for m := range r.joining {
-				_ = c.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Since: -1})
+				_ = c.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Conn: tokenOf(m), Since: -1})
 			}
 			// The owner drops a resent message it already has, by id.
 			for i := range r.inflight {
@@ -1001,9 +1045,11 @@ func (h *Hub) nodeGone(node string) {
 		s.mu.Lock()
 		for _, u := range s.users {
 			u.mu.Lock()
-			if rm, ok := u.member.(*remoteMember); ok && rm.node == node {
-				u.member, u.attached = nil, false
-				u.offlineAt = time.Now().UnixMilli()
+			if rm := u.remoteSession(node); rm != nil {
+				u.dropSession(rm)
+				if u.member == nil {
+					u.offlineAt = time.Now().UnixMilli()
+				}
 			}
 			u.mu.Unlock()
 		}
@@ -1034,7 +1080,7 @@ func (r *Room) joinViaOwnerLocked(m Member, ref []byte, since int64) *protocol.E
 		}
 		r.joining[m] = struct{}{}
 	}
-	if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Ref: ref, Since: since}) != nil {
+	if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpJoin, Room: r.name, Name: m.Name(), Conn: tokenOf(m), Ref: ref, Since: since}) != nil {
 		delete(r.joining, m)
 		return errUnavailable
 	}
@@ -1051,7 +1097,8 @@ func (r *Room) removeMirroredLocked(m Member) bool {
 		r.total = len(r.members)
 		r.count.Store(int32(r.total))
 	}
-	if ok || joining {
+	if (ok || joining) && !r.hasLocalLocked(m.Name(), m) {
+		// The owner knows the user on this node, not its connections.
 		_ = r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpLeave, Room: r.name, Name: m.Name()})
 	}
 	gone := len(r.members) == 0 && len(r.joining) == 0
@@ -1076,7 +1123,7 @@ func (r *Room) forwardLocked(e *Envelope) error {
 		if len(r.inflight) >= maxInflight {
 			r.inflight = r.inflight[:copy(r.inflight, r.inflight[1:])]
 		}
-		r.inflight = append(r.inflight, Envelope{Op: OpPublish, Room: e.Room, Name: e.Name, Text: clone(e.Text), ID: clone(e.ID)})
+		r.inflight = append(r.inflight, Envelope{Op: OpPublish, Room: e.Room, Name: e.Name, Conn: e.Conn, Text: clone(e.Text), ID: clone(e.ID), from: e.from})
 	}
 	if err := r.hub.cfg.Cluster.Send(r.owner, e); err != nil {
 		if e.ID != nil {
@@ -1091,28 +1138,37 @@ func (r *Room) forwardLocked(e *Envelope) error {
 // that died before acknowledging them, now that this node owns the room.
 func (r *Room) publishInflightLocked() {
 	for _, e := range r.inflight {
-		for _, m := range r.members {
-			if m.Name() != e.Name {
-				continue
+		m := e.from
+		if _, ok := r.find(m); !ok {
+			m = nil
+			for _, x := range r.members {
+				if x.Name() == e.Name {
+					m = x
+					break
+				}
 			}
-			if _, dup := r.recall(e.Name, e.ID); !dup {
-				r.publishLocked(m, e.Text, e.ID, time.Now().UnixMilli())
-				r.hub.messages.Add(1)
-			}
-			break
+		}
+		if m == nil {
+			continue
+		}
+		if _, dup := r.recall(e.Name, e.ID); !dup {
+			r.publishLocked(m, e.Text, e.ID, time.Now().UnixMilli())
+			r.hub.messages.Add(1)
 		}
 	}
 	r.inflight = nil
 }
 
 // acked forgets a forwarded message once the owner has it.
-func (r *Room) acked(name string, id []byte) {
+func (r *Room) acked(name string, id []byte) Member {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.inflight {
 		if e := &r.inflight[i]; e.Name == name && string(e.ID) == string(id) {
+			from := e.from
 			r.inflight = append(r.inflight[:i], r.inflight[i+1:]...)
-			return
+			return from
 		}
 	}
+	return nil
 }

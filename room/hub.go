@@ -50,7 +50,8 @@ type Config struct {
 	// Sessions is how many connections may hold one name at once (a
 	// user's tabs and devices): each gets the user's direct messages, and
 	// rooms tell others of the user's first join and last leave. One makes
-	// names exclusive. In a cluster it is always one. Default 8.
+	// names exclusive. In a cluster it counts connections on every node.
+	// Default 8.
 	Sessions int
 	// OfflineTTL is how long a user's direct messages and recent message
 	// ids outlive its last connection. Default 1h.

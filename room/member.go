@@ -16,9 +16,9 @@ type Member interface {
 // The hub asks when another connection wants the name it holds: a client
 // that vanished without closing its socket (a phone that changed networks,
 // a NAT that forgot the flow) would otherwise hold its place until the idle
-// timeout, and, where names are exclusive, lock its own reconnect out. Probe must not block and must
-// not call back into the hub; a member whose peer does not answer goes
-// away on its own, freeing the name.
+// timeout, and, where names are exclusive, lock its own reconnect out.
+// Probe must not block and must not call back into the hub; a member
+// whose peer does not answer goes away on its own, freeing its place.
 type Prober interface {
 	Probe()
 }

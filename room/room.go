@@ -141,11 +141,8 @@ func (r *Room) join(m Member, ref []byte, since int64) (bool, *protocol.Error) {
 		return true, errSinceAhead
 	}
 	if r.addLocalLocked(m) {
-		if _, had := r.names.ReplaceOrInsert(m.Name()); had && r.hub.maxSessions() > 1 {
-			if r.extra == nil {
-				r.extra = make(map[string]int32)
-			}
-			r.extra[m.Name()]++
+		if _, had := r.names.ReplaceOrInsert(m.Name()); had {
+			r.addExtraLocked(m.Name())
 		} else {
 			r.total++
 			r.count.Store(int32(r.total))
@@ -192,13 +189,8 @@ func (r *Room) remove(m Member) bool {
 		r.mu.Unlock()
 		return false
 	}
-	if n := r.extra[m.Name()]; n > 0 {
+	if r.dropExtraLocked(m.Name()) {
 		// The user is still here on another connection.
-		if n > 1 {
-			r.extra[m.Name()] = n - 1
-		} else if delete(r.extra, m.Name()); len(r.extra) == 0 {
-			r.extra = nil
-		}
 		r.mu.Unlock()
 		return true
 	}
@@ -218,6 +210,46 @@ func (r *Room) remove(m Member) bool {
 		r.hub.remove(r)
 	}
 	return true
+}
+
+// addExtraLocked counts one more connection of a user already in the room.
+// r.mu must be held.
+func (r *Room) addExtraLocked(name string) {
+	if r.extra == nil {
+		r.extra = make(map[string]int32)
+	}
+	r.extra[name]++
+}
+
+// dropExtraLocked counts one connection of name's gone, if the user has
+// another in the room; it reports whether it had. r.mu must be held.
+func (r *Room) dropExtraLocked(name string) bool {
+	n := r.extra[name]
+	switch {
+	case n <= 0:
+		return false
+	case n > 1:
+		r.extra[name] = n - 1
+	default:
+		if delete(r.extra, name); len(r.extra) == 0 {
+			r.extra = nil
+		}
+	}
+	return true
+}
+
+// countLocalLocked makes the member list, counts and extra connections
+// those of the members on this node alone. r.mu must be held.
+func (r *Room) countLocalLocked() {
+	r.names.Clear(false)
+	r.extra, r.total = nil, 0
+	for _, m := range r.members {
+		if _, had := r.names.ReplaceOrInsert(m.Name()); had {
+			r.addExtraLocked(m.Name())
+		} else {
+			r.total++
+		}
+	}
 }
 
 // Rooms of up to smallRoom members find one by scanning members: most rooms
@@ -291,7 +323,7 @@ func (r *Room) Publish(m Member, text, id []byte) (uint64, *protocol.Error) {
 	r.mu.Lock()
 	if r.owner != "" {
 		// The owner numbers it; the ack and the message come back from it.
-		err := r.forwardLocked(&Envelope{Op: OpPublish, Room: r.name, Name: m.Name(), Text: text, ID: id})
+		err := r.forwardLocked(&Envelope{Op: OpPublish, Room: r.name, Name: m.Name(), Conn: tokenOf(m), Text: text, ID: id, from: m})
 		r.mu.Unlock()
 		if err != nil {
 			return 0, errUnavailable
@@ -383,7 +415,7 @@ func (r *Room) History(m Member, before int64, limit int, ref []byte) *protocol.
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.owner != "" {
-		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpHistory, Room: r.name, Name: m.Name(), Before: before, Limit: limit, Ref: ref}) != nil {
+		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpHistory, Room: r.name, Name: m.Name(), Conn: tokenOf(m), Before: before, Limit: limit, Ref: ref}) != nil {
 			return errUnavailable
 		}
 		return nil
@@ -466,16 +498,26 @@ func (r *Room) deliverRemotesLocked(f *protocol.Frame, seq uint64, ts int64, exc
 	}
 }
 
-// broadcastLocalLocked queues f to every member on this node but the one
-// called except, and releases the caller's reference.
+// broadcastLocalLocked queues f to every member on this node but the
+// connections of the user called except, and releases the caller's
+// reference.
 func (r *Room) broadcastLocalLocked(f *protocol.Frame, except string) {
 	if except != "" {
+		n := 0
 		for _, m := range r.members {
-			if m.Name() == except {
-				r.broadcastExceptLocked(f, m)
-				return
+			if m.Name() != except {
+				n++
 			}
 		}
+		f.Retain(n)
+		for _, m := range r.members {
+			if m.Name() != except {
+				m.Send(f)
+			}
+		}
+		f.Release()
+		r.hub.deliveries.Add(uint64(n))
+		return
 	}
 	start := time.Now()
 	n := len(r.members)
@@ -512,7 +554,7 @@ func (r *Room) Members(m Member, after []byte, limit int, ref []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.owner != "" {
-		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpMembers, Room: r.name, Name: m.Name(), After: after, Limit: limit, Ref: ref}) != nil {
+		if r.hub.cfg.Cluster.Send(r.owner, &Envelope{Op: OpMembers, Room: r.name, Name: m.Name(), Conn: tokenOf(m), After: after, Limit: limit, Ref: ref}) != nil {
 			m.Send(protocol.Err(ref, errUnavailable))
 		}
 		return
@@ -576,20 +618,7 @@ func (r *Room) typingLocked(name string) {
 	}
 	f := protocol.Typing(r.name, name, "")
 	r.deliverRemotesLocked(f, 0, 0, name, typingEvent)
-	n := 0
-	for _, m := range r.members {
-		if m.Name() != name {
-			n++
-		}
-	}
-	f.Retain(n)
-	for _, m := range r.members {
-		if m.Name() != name {
-			m.Send(f)
-		}
-	}
-	f.Release()
-	r.hub.deliveries.Add(uint64(n))
+	r.broadcastLocalLocked(f, name)
 }
 
 // presenceLocked tells the other members that the member called name (m

@@ -43,11 +43,10 @@ type User struct {
 }
 
 // userExtra is what few users need, apart from User, whose every instance
-// would otherwise carry its slices. In a cluster, a user connected here
-// whose owner is another node (remote) gets its welcome from the owner, and
-// what arrives for it before Attach waits with the welcome; on a single
-// node, a user may have connections besides User.member (the two never
-// meet: in a cluster a name has one connection).
+// would otherwise carry its slices: the connections besides User.member,
+// and, in a cluster, for a user connected here whose owner is another node
+// (remote), member's welcome from the owner and what arrived for member
+// before its Attach.
 type userExtra struct {
 	welcome [][]byte
 	early   []*protocol.Frame
@@ -77,18 +76,46 @@ func (u *User) more() []session {
 	return u.x.more
 }
 
-// session is a connection holding the name besides User.member.
+// session is a connection holding the name besides User.member; for a
+// remote user, with its welcome and what arrived before its Attach.
 type session struct {
 	m        Member
 	attached bool
+	welcome  [][]byte
+	early    []*protocol.Frame
 }
 
-// sessions returns how many connections hold the name.
+// sessions returns how many connections hold the name (a node of the
+// cluster holds one session for all its connections of the name).
 func (u *User) sessions() int {
 	if u.member == nil {
 		return 0
 	}
-	return 1 + len(u.more())
+	n := weight(u.member)
+	for _, s := range u.more() {
+		n += weight(s.m)
+	}
+	return n
+}
+
+func weight(m Member) int {
+	if rm, ok := m.(*remoteMember); ok {
+		return int(rm.conns)
+	}
+	return 1
+}
+
+// remoteSession returns the session of node's connections, if any.
+func (u *User) remoteSession(node string) *remoteMember {
+	if rm, ok := u.member.(*remoteMember); ok && rm.node == node {
+		return rm
+	}
+	for _, s := range u.more() {
+		if rm, ok := s.m.(*remoteMember); ok && rm.node == node {
+			return rm
+		}
+	}
+	return nil
 }
 
 // addSession records m as holding the name, not attached yet. Both
@@ -102,8 +129,21 @@ func (u *User) addSession(m Member) {
 	x.more = append(x.more, session{m: m})
 }
 
+// addRemoteSession records node's connection of the name, attached: the
+// owner's deliveries reach it through its node.
+func (u *User) addRemoteSession(h *Hub, node string, conns int32) {
+	if rm := u.remoteSession(node); rm != nil {
+		rm.conns += conns
+		return
+	}
+	rm := &remoteMember{h: h, node: node, name: u.name, conns: conns}
+	u.addSession(rm)
+	u.attach(rm)
+}
+
 // dropSession forgets m; it reports false if m did not hold the name.
-// Both shard.mu and mu must be held.
+// What arrived for m before its Attach is released. Both shard.mu and mu
+// must be held.
 func (u *User) dropSession(m Member) bool {
 	more := u.more()
 	i := slices.IndexFunc(more, func(s session) bool { return s.m == m })
@@ -113,10 +153,18 @@ func (u *User) dropSession(m Member) bool {
 		return true
 	case u.member == m:
 		// The last of the others takes member's place.
+		for _, f := range u.takeEarly() {
+			f.Release()
+		}
 		i = len(more) - 1
 		u.member, u.attached = more[i].m, more[i].attached
+		u.x.welcome, u.x.early = more[i].welcome, more[i].early
+		more[i].early = nil
 	case i < 0:
 		return false
+	}
+	for _, f := range more[i].early {
+		f.Release()
 	}
 	n := len(more) - 1
 	more[i] = more[n]
@@ -126,6 +174,55 @@ func (u *User) dropSession(m Member) bool {
 		u.trimExtra()
 	}
 	return true
+}
+
+// toLocalLocked delivers f, a frame from another node, to the user's
+// connection whose token is conn, or, with conn 0, to each of the user's
+// connections here: at once to those attached, after its welcome to one
+// still waiting for its Attach. It takes over the caller's reference.
+// u.mu must be held.
+func (u *User) toLocalLocked(f *protocol.Frame, conn uint64) {
+	more := u.more()
+	for i := range more {
+		if conn != 0 && tokenOf(more[i].m) != conn {
+			continue
+		}
+		f.Retain(1)
+		if more[i].attached {
+			more[i].m.Send(f)
+		} else {
+			more[i].early = append(more[i].early, f)
+		}
+	}
+	switch {
+	case u.member == nil, conn != 0 && tokenOf(u.member) != conn:
+		f.Release()
+	case u.attached:
+		u.member.Send(f)
+	default:
+		x := u.extra()
+		x.early = append(x.early, f)
+	}
+}
+
+// takePre returns m's welcome from the owner and what arrived for it
+// before its Attach, and forgets them.
+func (u *User) takePre(m Member) (welcome [][]byte, early []*protocol.Frame) {
+	if u.member == m {
+		if u.x != nil {
+			welcome = u.x.welcome
+		}
+		return welcome, u.takeEarly()
+	}
+	more := u.more()
+	for i := range more {
+		if more[i].m == m {
+			welcome, early = more[i].welcome, more[i].early
+			more[i].welcome, more[i].early = nil, nil
+			return welcome, early
+		}
+	}
+	return nil, nil
 }
 
 // attach marks m as having its welcome; it reports false if m does not
@@ -184,12 +281,11 @@ func (u *User) Attach(m Member, dmSince int64) *protocol.Error {
 		return nil
 	}
 	if u.remote {
-		if u.x != nil {
-			for _, p := range u.x.welcome {
-				m.Send(protocol.NewFrame(protocol.OpText, p))
-			}
+		welcome, early := u.takePre(m)
+		for _, p := range welcome {
+			m.Send(protocol.NewFrame(protocol.OpText, p))
 		}
-		for _, f := range u.takeEarly() {
+		for _, f := range early {
 			m.Send(f)
 		}
 		return nil
@@ -347,14 +443,8 @@ func (h *Hub) Register(name string, m Member) (*User, bool) {
 	return u, true
 }
 
-// maxSessions is how many connections may hold one name: a cluster routes
-// a user's deliveries by name and node, so there it is one.
-func (h *Hub) maxSessions() int {
-	if h.cfg.Cluster != nil {
-		return 1
-	}
-	return h.cfg.Sessions
-}
+// maxSessions is how many connections may hold one name.
+func (h *Hub) maxSessions() int { return h.cfg.Sessions }
 
 // Unregister releases m's hold on u's name. Once no connection holds it,
 // the user's direct messages and recent ids stay for a while, for when it
@@ -365,18 +455,25 @@ func (h *Hub) Unregister(u *User, m Member) {
 	defer s.mu.Unlock()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if !u.dropSession(m) || u.member != nil {
+	if !u.dropSession(m) {
+		return
+	}
+	c := h.cfg.Cluster
+	if c != nil {
+		// The owner counts the user's connections on each node.
+		if owner := c.UserOwner(u.name); owner != "" {
+			_ = c.Send(owner, &Envelope{Op: OpRelease, Name: u.name})
+		}
+	}
+	if u.member != nil {
 		return
 	}
 	for _, f := range u.takeEarly() {
 		f.Release()
 	}
-	if c := h.cfg.Cluster; c != nil {
+	if c != nil {
 		if s.locals[u.name] == u {
 			delete(s.locals, u.name)
-		}
-		if owner := c.UserOwner(u.name); owner != "" {
-			_ = c.Send(owner, &Envelope{Op: OpRelease, Name: u.name})
 		}
 		if u.remote {
 			return
@@ -413,15 +510,19 @@ func (h *Hub) Connect(name string, m Member, dmSince int64) (*User, error) {
 		return nil, err
 	}
 	s := &h.users[fnv32a(name)&h.mask]
-	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, x: &userExtra{welcome: frames}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.locals[name]; old != nil && old.member != nil {
-		// A connection here holds the name though the owner let it go.
-		_ = c.Send(owner, &Envelope{Op: OpRelease, Name: name})
-		probe(old.member)
-		return nil, ErrNameTaken
+		// Another connection of the user is here: m is one more.
+		old.mu.Lock()
+		old.addSession(m)
+		if more := old.more(); old.member != m && len(more) > 0 {
+			more[len(more)-1].welcome = frames
+		}
+		old.mu.Unlock()
+		return old, nil
 	}
+	u := &User{name: name, key: "u/" + name, hub: h, shard: s, remote: true, member: m, x: &userExtra{welcome: frames}}
 	s.locals[name] = u
 	return u, nil
 }
@@ -436,11 +537,14 @@ func (h *Hub) RegisterRemote(node, name string, dmSince int64) ([][]byte, error)
 	u := h.ownedUserLocked(s, name)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.member != nil {
-		probe(u.member)
-		return nil, ErrNameTaken
+	if n := u.sessions(); n > 0 {
+		u.probeSessions()
+		if n >= h.maxSessions() {
+			return nil, ErrNameTaken
+		}
 	}
-	u.member, u.attached, u.offlineAt = &remoteMember{h: h, node: node, name: name}, true, 0
+	u.addRemoteSession(h, node, 1)
+	u.offlineAt = 0
 	col := collector{name: name}
 	col.Send(protocol.Welcome(name, u.durable))
 	if dmSince > int64(u.durable) {
@@ -471,21 +575,22 @@ func (h *Hub) ownedUserLocked(s *userShard, name string) *User {
 	return u
 }
 
-// adopt records that name, owned here since the cluster changed, is
-// connected on node.
-func (h *Hub) adopt(node, name string) {
+// adopt records that name, owned here since the cluster changed, has conns
+// connections on node.
+func (h *Hub) adopt(node, name string, conns int32) {
 	s := &h.users[fnv32a(name)&h.mask]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := h.ownedUserLocked(s, name)
 	u.mu.Lock()
-	if u.member == nil {
-		u.member, u.attached, u.offlineAt = &remoteMember{h: h, node: node, name: name}, true, 0
+	if u.remoteSession(node) == nil {
+		u.addRemoteSession(h, node, max(conns, 1))
+		u.offlineAt = 0
 	}
 	u.mu.Unlock()
 }
 
-// releaseRemote lets name go if its connection on node held it.
+// releaseRemote counts one connection of name's on node gone.
 func (h *Hub) releaseRemote(node, name string) {
 	s := &h.users[fnv32a(name)&h.mask]
 	s.mu.Lock()
@@ -495,9 +600,13 @@ func (h *Hub) releaseRemote(node, name string) {
 		return
 	}
 	u.mu.Lock()
-	if rm, ok := u.member.(*remoteMember); ok && rm.node == node {
-		u.member, u.attached = nil, false
-		u.offlineAt = time.Now().UnixMilli()
+	if rm := u.remoteSession(node); rm != nil {
+		if rm.conns--; rm.conns <= 0 {
+			u.dropSession(rm)
+		}
+		if u.member == nil {
+			u.offlineAt = time.Now().UnixMilli()
+		}
 	}
 	u.mu.Unlock()
 }
@@ -577,7 +686,7 @@ func (h *Hub) remoteDM(e *Envelope) {
 				return
 			}
 		}
-		h.errorTo(e.Node, e.Name, e.Ref, errNoSuchUser)
+		h.errorTo(e.Node, e.Name, e.Conn, e.Ref, errNoSuchUser)
 		return
 	}
 	ts := time.Now().UnixMilli()
