@@ -139,10 +139,20 @@ type remoteMember struct {
 	node string
 	name string
 	// conns counts the user's connections on node, when it is a session of
-	// a user this node owns.
+	// a user this node owns (it fits where the struct has room to spare).
 	conns int32
-	// conn, in a reply to one request, is the requesting connection.
+}
+
+// replyTo is one connection on another node, for the replies to its
+// request: they travel with its token.
+type replyTo struct {
+	remoteMember
 	conn uint64
+}
+
+func (m *replyTo) Send(f *protocol.Frame) {
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Conn: m.conn, Frames: [][]byte{f.Payload()}})
+	f.Release()
 }
 
 // Addressed is a Member that replies from another node can be addressed
@@ -167,7 +177,7 @@ func (m *remoteMember) Probe() {
 }
 
 func (m *remoteMember) Send(f *protocol.Frame) {
-	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Conn: m.conn, Frames: [][]byte{f.Payload()}})
+	m.h.cfg.Cluster.Deliver(m.node, &Envelope{Op: OpTo, Name: m.name, Frames: [][]byte{f.Payload()}})
 	f.Release()
 }
 
@@ -300,10 +310,10 @@ func (h *Hub) ownerRoomRequest(e *Envelope) {
 			return
 		}
 		msgs, more := r.hist.page(e.Before, e.Limit)
-		m := &remoteMember{h: h, node: e.Node, name: e.Name, conn: e.Conn}
+		m := &replyTo{remoteMember{h: h, node: e.Node, name: e.Name}, e.Conn}
 		m.Send(protocol.History(e.Ref, r.name, msgs, more))
 	case OpMembers:
-		m := &remoteMember{h: h, node: e.Node, name: e.Name, conn: e.Conn}
+		m := &replyTo{remoteMember{h: h, node: e.Node, name: e.Name}, e.Conn}
 		r.membersLocked(m, e.After, e.Limit, e.Ref)
 	case OpTyping:
 		if r.remoteMember(e.Node, e.Name) != nil {

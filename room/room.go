@@ -503,20 +503,21 @@ func (r *Room) deliverRemotesLocked(f *protocol.Frame, seq uint64, ts int64, exc
 // reference.
 func (r *Room) broadcastLocalLocked(f *protocol.Frame, except string) {
 	if except != "" {
-		n := 0
+		// One pass: a reference for everyone, and those skipped (the
+		// user's own connections, few) handed back after.
+		f.Retain(len(r.members))
+		skipped := 0
 		for _, m := range r.members {
-			if m.Name() != except {
-				n++
+			if m.Name() == except {
+				skipped++
+				continue
 			}
+			m.Send(f)
 		}
-		f.Retain(n)
-		for _, m := range r.members {
-			if m.Name() != except {
-				m.Send(f)
-			}
+		for range skipped + 1 {
+			f.Release()
 		}
-		f.Release()
-		r.hub.deliveries.Add(uint64(n))
+		r.hub.deliveries.Add(uint64(len(r.members) - skipped))
 		return
 	}
 	start := time.Now()
