@@ -401,9 +401,17 @@ func (c *conn) handle(r *protocol.Request) {
 		}
 		c.publish(c.rooms[i], r)
 	case protocol.TypeDM:
+		// A resend (after a reconnect, or from another tab) of a message
+		// delivered already is acknowledged, not delivered again.
+		if c.user.RecallDM(r.To, r.ID) {
+			c.Send(protocol.AckDM(r.ID, string(r.To)))
+			return
+		}
 		if err := c.srv.hub.DM(c.user, r.To, r.Text, r.ID); err != nil {
 			c.replyError(r.ID, err)
+			return
 		}
+		c.user.RememberDM(r.To, r.ID)
 	case protocol.TypeHistory:
 		i := c.roomIndex(r.Room)
 		if i < 0 {

@@ -108,3 +108,33 @@ func TestNameProbeClosesADeadSessionBesideANewOne(t *testing.T) {
 		t.Fatalf("unresponsive closes = %q, want 1", v)
 	}
 }
+
+// TestDMSentAgainIsAcknowledged: a direct message sent again with the same
+// id (a resend after a reconnect, or from another tab of the user) is
+// acknowledged and not delivered twice; another id, or no id, is a new
+// message.
+func TestDMSentAgainIsAcknowledged(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Config{PingInterval: time.Hour, IdleTimeout: 2 * time.Hour})
+	tab1 := connect(t, s.Addr(), "alice", "")
+	tab2 := connect(t, s.Addr(), "alice", "")
+	bob := connect(t, s.Addr(), "bob", "")
+	tab1.send(`{"type":"dm","to":"bob","text":"once","id":"d1"}`)
+	if m := bob.expect("dm"); m.str("text") != "once" || m.num("seq") != 1 {
+		t.Fatalf("bob got %v", m)
+	}
+	for _, c := range []*testClient{tab1, tab2} {
+		if m := c.expect("dm"); m.str("text") != "once" {
+			t.Fatalf("alice got %v, want her copy", m)
+		}
+	}
+	tab2.send(`{"type":"dm","to":"bob","text":"once","id":"d1"}`)
+	if m := tab2.expect("ack"); m.str("to") != "bob" || m.str("ref") != "d1" {
+		t.Fatalf("tab 2 got %v, want an ack for d1", m)
+	}
+	tab1.send(`{"type":"dm","to":"bob","text":"twice","id":"d2"}`)
+	if m := bob.expect("dm"); m.str("text") != "twice" || m.num("seq") != 2 {
+		t.Fatalf("bob got %v, want the next message, not the resend", m)
+	}
+	bob.expectNothing(200 * time.Millisecond)
+}

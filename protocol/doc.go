@@ -26,6 +26,7 @@
 //	{"type":"left","room":"lobby"}
 //	{"type":"msg","room":"lobby","from":"alice","text":"hi","seq":17,"ts":1763770000123}
 //	{"type":"dm","from":"alice","to":"bob","text":"hi","ts":1763770000123}
+//	{"type":"ack","to":"bob","ref":"d1"}
 //	{"type":"typing","room":"lobby","from":"alice"}
 //	{"type":"typing","from":"alice","to":"bob"}
 //	{"type":"presence","room":"lobby","event":"join","name":"carol","count":3}

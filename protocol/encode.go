@@ -58,6 +58,16 @@ func Ack(ref []byte, room string, seq uint64) *Frame {
 	return f.finish(appendRef(b, ref), OpText)
 }
 
+// AckDM answers a direct message to the user called to that was sent again
+// with an id the server already has: it was delivered once, and is not
+// again.
+func AckDM(ref []byte, to string) *Frame {
+	f := newFrame()
+	b := append(f.buf, `{"type":"ack","to":`...)
+	b = AppendString(b, to)
+	return f.finish(appendRef(b, ref), OpText)
+}
+
 // History answers a history request with stored messages, oldest first.
 // Each payload is a stored msg message, copied as it is; more says whether
 // older messages are kept.

@@ -131,6 +131,11 @@ var encoderTests = []struct {
 		`{"type":"ack","room":"lobby","seq":17,"ref":"m1"}`,
 	},
 	{
+		"dm ack", func() *protocol.Frame { return protocol.AckDM([]byte(`"d1"`), "bob") },
+		`{"type":"ack","to":"bob","ref":"d1"}`,
+		`{"type":"ack","to":"bob","ref":"d1"}`,
+	},
+	{
 		"history", func() *protocol.Frame {
 			return protocol.History(nil, "lobby", func(yield func([]byte) bool) {
 				_ = yield([]byte(`{"type":"msg","seq":1}`)) && yield([]byte(`{"type":"msg","seq":2}`))
@@ -282,6 +287,7 @@ func TestEncodeRefVerbatim(t *testing.T) {
 		{"rooms", func(ref []byte) *protocol.Frame { return protocol.Rooms(ref, roomsSeq("r", 1)) }},
 		{"pong", func(ref []byte) *protocol.Frame { return protocol.Pong(ref) }},
 		{"error", func(ref []byte) *protocol.Frame { return protocol.Err(ref, errNotMember) }},
+		{"dm ack", func(ref []byte) *protocol.Frame { return protocol.AckDM(ref, "bob") }},
 	}
 	refs := []string{`1`, `-0.5E+7`, `""`, `"abc"`, `"a\"\\\u0001é😀"`, `"` + strings.Repeat("x", 64) + `"`}
 	for _, e := range encoders {

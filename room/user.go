@@ -375,6 +375,37 @@ func (u *User) Remember(room string, id []byte, seq uint64) {
 	u.mu.Unlock()
 }
 
+// RecallDM reports whether u lately sent a direct message with id to the
+// user called to.
+func (u *User) RecallDM(to, id []byte) bool {
+	if id == nil {
+		return false
+	}
+	h := dmIDHash(to, id)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ids == nil {
+		return false
+	}
+	_, ok := u.ids.find(h)
+	return ok
+}
+
+// RememberDM records that u sent a direct message with id to the user
+// called to. Its ids share the ring of room messages' ids.
+func (u *User) RememberDM(to, id []byte) {
+	if id == nil {
+		return
+	}
+	h := dmIDHash(to, id)
+	u.mu.Lock()
+	if u.ids == nil {
+		u.ids = new(idRing)
+	}
+	u.ids.add(h, 1) // no seq to keep: 1 marks it present
+	u.mu.Unlock()
+}
+
 // idRing remembers the last few message ids a user sent, as hashes.
 type idRing struct {
 	hash [64]uint64
@@ -402,6 +433,21 @@ func idHash(room string, id []byte) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(room); i++ {
 		h = (h ^ uint64(room[i])) * 1099511628211
+	}
+	h = (h ^ 0xFF) * 1099511628211
+	for _, c := range id {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
+
+// dmIDHash is idHash for a direct message to the user called to: '@' and
+// the name stand for the room, which no room name can start with.
+func dmIDHash(to, id []byte) uint64 {
+	h := uint64(14695981039346656037)
+	h = (h ^ '@') * 1099511628211
+	for _, c := range to {
+		h = (h ^ uint64(c)) * 1099511628211
 	}
 	h = (h ^ 0xFF) * 1099511628211
 	for _, c := range id {
