@@ -96,6 +96,24 @@ func connect(t testing.TB, addr, name string) *wsClient {
 	return c
 }
 
+// dialUntil dials addr with query until the upgrade goes through, failing
+// the test with what as the reason if it has not within d, and returns the
+// client and its welcome.
+func dialUntil(t testing.TB, addr, query string, d time.Duration, what string) (*wsClient, msg) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		status, c := dial(t, addr, query)
+		if status == http.StatusSwitchingProtocols {
+			return c, c.await("welcome", nil)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: status %d", what, status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (c *wsClient) read(r *bufio.Reader) {
 	defer close(c.msgs)
 	for {

@@ -51,9 +51,16 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // startNodes starts n nodes on natsURL and waits until each sees all.
 func startNodes(t *testing.T, natsURL string, n int) []*testNode {
 	t.Helper()
+	return startNodesWith(t, natsURL, n, startNode)
+}
+
+// startNodesWith starts nodes n1..nN with start and waits until each sees
+// all.
+func startNodesWith(t *testing.T, natsURL string, n int, start func(testing.TB, string, string) *testNode) []*testNode {
+	t.Helper()
 	var nodes []*testNode
 	for i := range n {
-		nodes = append(nodes, startNode(t, natsURL, fmt.Sprintf("n%d", i+1)))
+		nodes = append(nodes, start(t, natsURL, fmt.Sprintf("n%d", i+1)))
 	}
 	waitView(t, nodes, n)
 	return nodes
@@ -63,12 +70,7 @@ func startNodes(t *testing.T, natsURL string, n int) []*testNode {
 // a name held anywhere in the cluster is refused everywhere.
 func startExclusiveNodes(t *testing.T, natsURL string, n int) []*testNode {
 	t.Helper()
-	var nodes []*testNode
-	for i := range n {
-		nodes = append(nodes, startExclusiveNode(t, natsURL, fmt.Sprintf("n%d", i+1)))
-	}
-	waitView(t, nodes, n)
-	return nodes
+	return startNodesWith(t, natsURL, n, startExclusiveNode)
 }
 
 func startExclusiveNode(t testing.TB, natsURL, name string) *testNode {
@@ -341,25 +343,14 @@ func TestNamesAndDMsAcrossNodes(t *testing.T) {
 	// The name is free again once bob leaves, on any node, and the DMs
 	// kept for it are recovered with dm_since.
 	bob.close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		status, c := dial(t, nodes[2].addr, "name="+name+"&dm_since=2")
-		if status == 101 {
-			w := c.await("welcome", nil)
-			if w.num("dm_seq") != 5 {
-				t.Fatalf("welcome %v, want dm_seq 5", w)
-			}
-			for i := 3; i <= 5; i++ {
-				if m := c.await("dm", nil); m.num("seq") != int64(i) {
-					t.Fatalf("recovered %v, want seq %d", m, i)
-				}
-			}
-			break
+	c, w := dialUntil(t, nodes[2].addr, "name="+name+"&dm_since=2", 5*time.Second, "name still taken after its connection closed")
+	if w.num("dm_seq") != 5 {
+		t.Fatalf("welcome %v, want dm_seq 5", w)
+	}
+	for i := 3; i <= 5; i++ {
+		if m := c.await("dm", nil); m.num("seq") != int64(i) {
+			t.Fatalf("recovered %v, want seq %d", m, i)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("name still taken after its connection closed: %d", status)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -594,18 +585,7 @@ func TestNodeRestartsUnderSameName(t *testing.T) {
 	}
 	nodes[2].kill()
 	nodes[2] = startExclusiveNode(t, url, "n3")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		status, c := dial(t, nodes[0].addr, "name="+zed)
-		if status == 101 {
-			c.await("welcome", nil)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still taken after its node restarted: %d", zed, status)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dialUntil(t, nodes[0].addr, "name="+zed, 5*time.Second, zed+" still taken after its node restarted")
 }
 
 // TestManyClientsJoinAtOnce: nodes start together, then clients join rooms

@@ -106,16 +106,5 @@ func TestUserOnSeveralNodes(t *testing.T) {
 		t.Fatalf("bob got %v, want alice's leave", m)
 	}
 	// The name has room for new connections again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		status, c := dial(t, nodes[1].addr, "name="+alice)
-		if status == 101 {
-			c.await("welcome", nil)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice refused after her connections closed: %d", status)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dialUntil(t, nodes[1].addr, "name="+alice, 5*time.Second, "alice refused after her connections closed")
 }

@@ -333,6 +333,12 @@ func (u *User) showLocked(f *protocol.Frame, seq uint64, ts int64) {
 	u.durable = seq
 	f.Retain(1)
 	u.inbox.add(f, seq, ts)
+	u.sendAttachedLocked(f)
+}
+
+// sendAttachedLocked queues f to each of u's attached connections and
+// takes over the caller's reference. u.mu must be held.
+func (u *User) sendAttachedLocked(f *protocol.Frame) {
 	for _, s := range u.more() {
 		if s.attached {
 			f.Retain(1)
@@ -778,18 +784,7 @@ func (h *Hub) TypingTo(from *User, to []byte) {
 func (u *User) typing(from string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	f := protocol.Typing("", from, u.name)
-	for _, s := range u.more() {
-		if s.attached {
-			f.Retain(1)
-			s.m.Send(f)
-		}
-	}
-	if u.attached && u.member != nil {
-		u.member.Send(f)
-	} else {
-		f.Release()
-	}
+	u.sendAttachedLocked(protocol.Typing("", from, u.name))
 }
 
 // sweepUsers forgets users that have been away longer than OfflineTTL and
